@@ -1,0 +1,5 @@
+"""`python -m snip` runs the command-line interface."""
+
+from snip.entrypoints.cli import main
+
+main()

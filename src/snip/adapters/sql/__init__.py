@@ -1,0 +1,1 @@
+"""SQL storage: SQLite (embedded default) and PostgreSQL through SQLAlchemy 2 async Core."""

@@ -1,0 +1,104 @@
+"""The one wiring place: settings in, a running snip out (the ASGI app, or services for the CLI)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from snip.adapters.memory_cache import MemoryRedirectCache
+from snip.adapters.sql.engine import make_engine
+from snip.adapters.sql.migrate import upgrade_async
+from snip.adapters.sql.repository import SqlLinkRepository
+from snip.config import Settings
+from snip.service_layer.links import LinkService
+from snip.service_layer.visits import VisitCounter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Snip:
+    """Everything one process needs, built from settings."""
+
+    settings: Settings
+    engine: AsyncEngine
+    cache: MemoryRedirectCache
+    links: LinkService
+    visits: VisitCounter
+
+    async def start(self, *, migrate: bool | None = None) -> None:
+        if self.settings.auto_migrate if migrate is None else migrate:
+            await upgrade_async(self.settings.database_url)
+        self.visits.start()
+
+    async def close(self) -> None:
+        try:
+            await self.visits.close()
+        except Exception:
+            log.exception("could not write the last visit counts")
+        await self.engine.dispose()
+
+
+def build(settings: Settings | None = None) -> Snip:
+    settings = settings or Settings()
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    repo = SqlLinkRepository(engine)
+    cache = MemoryRedirectCache(settings.cache_size, settings.cache_ttl,
+                                settings.negative_cache_ttl)
+    links = LinkService(
+        repo,
+        cache,
+        base_url=settings.base_url,
+        code_length=settings.code_length,
+        custom_code_max_length=settings.custom_code_max_length,
+        default_redirect_status=settings.default_redirect_status,
+        reuse_default=settings.reuse_default,
+        max_url_bytes=settings.max_url_bytes,
+    )
+    visits = VisitCounter(repo, settings.visit_flush_interval)
+    return Snip(settings, engine, cache, links, visits)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings | None = None, *, migrate: bool | None = None
+                  ) -> AsyncIterator[Snip]:
+    """For the CLI and tests: a started snip, closed (visits flushed) on exit."""
+    snip = build(settings)
+    await snip.start(migrate=migrate)
+    try:
+        yield snip
+    finally:
+        await snip.close()
+
+
+def create_app(settings: Settings | None = None) -> Any:
+    """The ASGI application: the redirect hot path in front of the FastAPI app."""
+    from snip.entrypoints.api import create_api
+    from snip.entrypoints.redirect import RedirectApp
+
+    snip = build(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        await snip.start()
+        try:
+            yield
+        finally:
+            await snip.close()
+
+    api = create_api(snip.links, lifespan=lifespan)
+    api.state.snip = snip
+    app = RedirectApp(api, snip.links, snip.cache, snip.visits,
+                      permanent_max_age=snip.settings.permanent_redirect_max_age)
+    app.state = api.state  # type: ignore[attr-defined]
+    return app
+
+
+def app_factory() -> Any:
+    """Entry for ASGI servers (`granian --factory snip.bootstrap:app_factory`)."""
+    return create_app()

@@ -1,0 +1,62 @@
+"""Settings: every knob snip has, read from SNIP_* environment variables by pydantic-settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from snip.domain.codes import MAX_CODE_LENGTH, MAX_CUSTOM_CODE_LENGTH, MIN_CODE_LENGTH
+from snip.domain.urls import MAX_URL_BYTES, origin_of
+
+
+class Settings(BaseSettings):
+    """Read once, in `snip.bootstrap`; never at import time. The README lists every field."""
+
+    model_config = SettingsConfigDict(env_prefix="SNIP_", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///./snip.db",
+        description="Where links live: sqlite:///PATH (default, embedded) or postgresql://…",
+    )
+    base_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="The public origin short links are built on, e.g. https://s.example.com",
+    )
+    code_length: int = Field(7, ge=MIN_CODE_LENGTH, le=MAX_CODE_LENGTH,
+                             description="Length of random codes")
+    custom_code_max_length: int = Field(MAX_CUSTOM_CODE_LENGTH, ge=1, le=MAX_CUSTOM_CODE_LENGTH,
+                                        description="Longest custom code accepted")
+    default_redirect_status: Literal[301, 302, 307, 308] = Field(
+        302, description="Redirect status for links created without one"
+    )
+    reuse_default: bool = Field(
+        False, description="Give the same URL the same link when a request does not say `reuse`"
+    )
+    max_url_bytes: int = Field(MAX_URL_BYTES, ge=100, le=MAX_URL_BYTES,
+                               description="Longest destination URL accepted, in bytes")
+    permanent_redirect_max_age: int = Field(
+        300, ge=0, le=86400,
+        description="Cache-Control max-age (seconds) sent with 301/308, so edits still reach browsers",
+    )
+    cache_size: int = Field(100_000, ge=0, description="Redirect cache entries per process (0: off)")
+    cache_ttl: float = Field(60.0, gt=0, description="Seconds a cached link is trusted")
+    negative_cache_ttl: float = Field(5.0, gt=0, description="Seconds an unknown code is remembered")
+    visit_flush_interval: float = Field(
+        1.0, gt=0, description="Seconds between batched writes of visit counts"
+    )
+    auto_migrate: bool = Field(True, description="Apply database migrations on start")
+    db_pool_size: int = Field(10, ge=1, description="Database connections per process (PostgreSQL)")
+    host: str = Field("127.0.0.1", description="Address `snip serve` binds to")
+    port: int = Field(8000, ge=0, le=65535, description="Port `snip serve` listens on")
+    workers: int = Field(1, ge=1, description="Processes `snip serve` starts")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level"
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _valid_base_url(cls, value: str) -> str:
+        origin_of(value)  # raises ValueError with a clear message
+        return value.rstrip("/")

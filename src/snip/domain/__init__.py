@@ -1,0 +1,1 @@
+"""The domain: codes, URL rules and link rules, in plain Python with no I/O."""

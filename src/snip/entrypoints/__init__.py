@@ -1,0 +1,1 @@
+"""Entrypoints: the thin HTTP and CLI layers over the service layer."""

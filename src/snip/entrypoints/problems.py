@@ -1,0 +1,94 @@
+"""RFC 9457 problem details: every API error is `application/problem+json` saying what is wrong."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from snip.domain import errors
+from snip.entrypoints import pages
+
+PROBLEM_JSON = "application/problem+json"
+
+STATUS = {
+    errors.InvalidURL: 422,
+    errors.InvalidCode: 422,
+    errors.InvalidLink: 422,
+    errors.CodeTaken: 409,
+    errors.LinkNotFound: 404,
+    errors.CodeSpaceExhausted: 503,
+    errors.StorageUnavailable: 503,
+}
+
+# Documented at /problems/{kind}; the `type` member of each problem points there.
+DESCRIPTIONS = {
+    "invalid-url": "The destination URL was refused. `reason` names the rule it broke.",
+    "invalid-code": "The custom code breaks the alphabet, length or reserved-word rules.",
+    "invalid-link": "A link field is out of bounds.",
+    "code-taken": "The custom code already belongs to another link. Choose another code.",
+    "not-found": "No resource exists at this address.",
+    "code-space-exhausted": "Random codes kept colliding; the operator should raise "
+                            "SNIP_CODE_LENGTH.",
+    "storage-unavailable": "The database cannot be reached now. Retry after `Retry-After` "
+                           "seconds.",
+    "validation-error": "The request body or parameters do not match the API schema. "
+                        "`errors` lists each problem.",
+    "http-error": "A generic HTTP error.",
+}
+
+
+def problem(status: int, kind: str, title: str, detail: str, instance: str | None = None,
+            headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"type": f"/problems/{kind}", "title": title, "status": status,
+                            "detail": detail}
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _wants_html(request: Request) -> bool:
+    return not request.url.path.startswith(("/api/", "/shorten")) and "text/html" in \
+        request.headers.get("accept", "")
+
+
+def install(app: FastAPI) -> None:
+    """Register handlers that turn snip's errors and framework errors into problem details."""
+
+    @app.exception_handler(errors.SnipError)
+    async def _snip_error(request: Request, exc: errors.SnipError) -> Any:
+        status = STATUS.get(type(exc), 400)
+        headers = {"Retry-After": "5"} if status == 503 else None
+        if _wants_html(request):
+            return HTMLResponse(pages.problem_page(status, exc.title, exc.detail), status,
+                                headers=headers)
+        extra = {"reason": exc.reason} if isinstance(exc, errors.InvalidURL) else {}
+        return problem(status, exc.kind, exc.title, exc.detail, request.url.path, headers,
+                       **extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Any:
+        found = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
+             "type": str(e.get("type", ""))}
+            for e in exc.errors()
+        ]
+        first = found[0] if found else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"] if p != "body") or "request"
+        return problem(422, "validation-error", "Invalid request",
+                       f"{where}: {first['msg']}", request.url.path, errors=found)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Any:
+        headers = dict(exc.headers) if exc.headers else None
+        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        if _wants_html(request):
+            return HTMLResponse(pages.problem_page(exc.status_code, title, detail),
+                                exc.status_code, headers=headers)
+        kind = "not-found" if exc.status_code == 404 else "http-error"
+        return problem(exc.status_code, kind, title, detail, request.url.path, headers)

@@ -1,0 +1,72 @@
+"""Ports: the small interfaces the service layer needs from storage and caches.
+
+Adapters implement them (`snip.adapters`); tests may swap in fakes. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from snip.domain.links import Link, LinkQuery, RedirectTarget
+
+
+class DuplicateKey(Exception):
+    """An insert hit a unique key; `field` names it (`code` or `reuse_key`)."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(field)
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Link]
+    total: int
+
+
+class LinkRepository(Protocol):
+    """Where links live. Every method is one short transaction; unique keys do the locking."""
+
+    async def add(self, link: Link) -> Link:
+        """Insert `link`; raise `DuplicateKey` if its code or reuse key is taken."""
+
+    async def get(self, code: str) -> Link | None: ...
+
+    async def get_by_reuse_key(self, key: str) -> Link | None: ...
+
+    async def list(self, query: LinkQuery) -> Page: ...
+
+    async def update(self, code: str, changes: Mapping[str, Any]) -> Link | None:
+        """Apply `changes` (field → value, tags as a tuple) and return the new link, or None."""
+
+    async def delete(self, code: str) -> bool: ...
+
+    async def take_visit(self, code: str) -> bool:
+        """Atomically count one visit if the link is under its limit; False when it is not."""
+
+    async def count_visits(self, code: str) -> int | None: ...
+
+    async def add_visits(self, counts: Mapping[str, int]) -> None:
+        """Add buffered visit counts, one batch."""
+
+    async def ping(self) -> None:
+        """Raise if storage cannot be reached."""
+
+
+class RedirectCache(Protocol):
+    """The redirect's cache: code → target, or a negative entry (None) for unknown codes."""
+
+    def get(self, code: str) -> RedirectTarget | None | object:
+        """Return the target, None for a known-unknown code, or `MISS`."""
+
+    def put(self, code: str, target: RedirectTarget | None) -> None: ...
+
+    def invalidate(self, code: str) -> None: ...
+
+    def clear(self) -> None: ...
+
+
+MISS: Any = object()
+"""Returned by `RedirectCache.get` when the cache knows nothing about a code."""
