@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from cachetools import TLRUCache
 
 from snip.domain.links import RedirectTarget
-from snip.service_layer.ports import MISS
+from snip.service_layer.ports import MISS, Miss
 
 
 class MemoryRedirectCache:
@@ -23,7 +21,7 @@ class MemoryRedirectCache:
     def _time_to_use(self, _key: str, value: RedirectTarget | None, now: float) -> float:
         return now + (self._ttl if value is not None else self._negative_ttl)
 
-    def get(self, code: str) -> RedirectTarget | None | Any:
+    def get(self, code: str) -> RedirectTarget | Miss | None:
         return self._data.get(code, MISS)
 
     def put(self, code: str, target: RedirectTarget | None) -> None:

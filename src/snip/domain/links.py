@@ -130,7 +130,7 @@ def reuse_key(owner: str, digest: str) -> str:
 
 
 def is_reusable(*, expires_at: datetime | None, max_visits: int | None, disabled: bool) -> bool:
-    """Only plain, permanent links are handed out again for `reuse`; a link that can run out is not."""
+    """Only plain, permanent links are handed out again for `reuse`; one that can run out is not."""
     return expires_at is None and max_visits is None and not disabled
 
 

@@ -46,8 +46,27 @@ _DEFAULT_PORT_NUMBERS = frozenset(DEFAULT_PORTS.values())
 
 # Schemes people paste that are certainly not "a host name followed by a port".
 _KNOWN_OTHER_SCHEMES = frozenset(
-    {"javascript", "vbscript", "data", "file", "ftp", "ftps", "mailto", "tel", "sms", "blob",
-     "about", "ws", "wss", "chrome", "view-source", "intent", "jar", "ldap", "gopher"}
+    {
+        "javascript",
+        "vbscript",
+        "data",
+        "file",
+        "ftp",
+        "ftps",
+        "mailto",
+        "tel",
+        "sms",
+        "blob",
+        "about",
+        "ws",
+        "wss",
+        "chrome",
+        "view-source",
+        "intent",
+        "jar",
+        "ldap",
+        "gopher",
+    }
 )
 
 # Invisible formatting characters that can disguise what a URL says (zero-width characters,
@@ -252,7 +271,8 @@ def _check_scheme(raw: str, scheme: str) -> str:
         raise InvalidURL("missing-scheme", f"the URL has no scheme; {hint}")
     rest = raw[len(scheme) + 1 :]
     digits = len(rest) - len(rest.lstrip(string.digits))
-    if scheme not in _KNOWN_OTHER_SCHEMES and digits and rest[digits : digits + 1] in ("", "/", "?", "#"):
+    port_like = digits > 0 and rest[digits : digits + 1] in ("", "/", "?", "#")
+    if port_like and scheme not in _KNOWN_OTHER_SCHEMES:
         # "localhost:8080" or "example.com:8080/x": a host and port, not a scheme
         raise InvalidURL("missing-scheme", f"the URL has no scheme; {hint}")
     shown = scheme if len(scheme) <= 30 else scheme[:30] + "..."
@@ -270,14 +290,10 @@ def _split_host_port(netloc: str) -> tuple[str, str | None]:
             raise InvalidURL("invalid-host", "the host has an opening '[' but no closing ']'")
         after = netloc[close + 1 :]
         if after and not after.startswith(":"):
-            raise InvalidURL(
-                "invalid-host", "only a ':port' may follow the ']' of an IPv6 address"
-            )
+            raise InvalidURL("invalid-host", "only a ':port' may follow the ']' of an IPv6 address")
         return netloc[: close + 1], (after[1:] if after else None)
     if "[" in netloc or "]" in netloc:
-        raise InvalidURL(
-            "invalid-host", "square brackets may only surround a whole IPv6 address"
-        )
+        raise InvalidURL("invalid-host", "square brackets may only surround a whole IPv6 address")
     host, colon, port = netloc.partition(":")
     if ":" in port:
         raise InvalidURL(
@@ -407,9 +423,7 @@ def _encode_component(text: str) -> str:
         return text
     out: list[str] = []
     for index, char in enumerate(text):
-        if char in _URI_SAFE:
-            out.append(char)
-        elif char == "%" and _is_escape(text, index):
+        if char in _URI_SAFE or (char == "%" and _is_escape(text, index)):
             out.append(char)
         else:
             out.extend(f"%{byte:02X}" for byte in char.encode("utf-8"))

@@ -13,10 +13,10 @@ from typing import Any
 
 from snip.domain.codes import CUSTOM_ALPHABET, MAX_CUSTOM_CODE_LENGTH, RESERVED_WORDS
 from snip.domain.errors import StorageUnavailable
-from snip.domain.links import PERMANENT_STATUSES, Verdict
+from snip.domain.links import PERMANENT_STATUSES, RedirectTarget, Verdict
 from snip.entrypoints.pages import GONE, NOT_FOUND, UNAVAILABLE
 from snip.service_layer.links import LinkService
-from snip.service_layer.ports import MISS, RedirectCache
+from snip.service_layer.ports import MISS, Miss, RedirectCache
 from snip.service_layer.visits import VisitCounter
 
 log = logging.getLogger(__name__)
@@ -61,19 +61,22 @@ class RedirectApp:
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         method = scope["method"]
         if method != "GET" and method != "HEAD":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         path: str = scope["path"]
         if path.startswith("/r/"):
             code, legacy = path[3:], True
         else:
             code, legacy = path[1:], False
         if not _is_code(code):
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
 
-        target = self._cache.get(code)
+        target: RedirectTarget | Miss | None = self._cache.get(code)
         if target is MISS:
             try:
                 target = await self._service.resolve(code)

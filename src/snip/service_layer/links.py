@@ -216,7 +216,7 @@ class LinkService:
         """The redirect target for `code`, from the cache or storage; None if there is no link."""
         cached = self._cache.get(code)
         if cached is not MISS:
-            return cached  # type: ignore[no-any-return]
+            return cached
         link = await self._repo.get(code)
         target = RedirectTarget.of(link) if link is not None else None
         self._cache.put(code, target)

@@ -5,9 +5,10 @@ Adapters implement them (`snip.adapters`); tests may swap in fakes. Nothing here
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from snip.domain.links import Link, LinkQuery, RedirectTarget
 
@@ -55,10 +56,19 @@ class LinkRepository(Protocol):
         """Raise if storage cannot be reached."""
 
 
+class Miss(enum.Enum):
+    """Returned by `RedirectCache.get` when the cache knows nothing about a code."""
+
+    MISS = "miss"
+
+
+MISS: Final = Miss.MISS
+
+
 class RedirectCache(Protocol):
     """The redirect's cache: code → target, or a negative entry (None) for unknown codes."""
 
-    def get(self, code: str) -> RedirectTarget | None | object:
+    def get(self, code: str) -> RedirectTarget | Miss | None:
         """Return the target, None for a known-unknown code, or `MISS`."""
 
     def put(self, code: str, target: RedirectTarget | None) -> None: ...
@@ -68,5 +78,3 @@ class RedirectCache(Protocol):
     def clear(self) -> None: ...
 
 
-MISS: Any = object()
-"""Returned by `RedirectCache.get` when the cache knows nothing about a code."""

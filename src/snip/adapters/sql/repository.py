@@ -235,7 +235,7 @@ def _is_unavailable(exc: DBAPIError) -> bool:
     return any(m in text for m in markers)
 
 
-def _link(row: Mapping[str, Any], tags: tuple[str, ...]) -> Link:
+def _link(row: Any, tags: tuple[str, ...]) -> Link:
     return Link(
         code=row["code"],
         url=row["url"],
