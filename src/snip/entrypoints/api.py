@@ -101,12 +101,22 @@ class ShortenOut(BaseModel):
     url: str
 
 
-class Problem(BaseModel):
+class ProblemItem(BaseModel):
+    loc: list[str | int]
+    msg: str
     type: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error is sent (`application/problem+json`)."""
+
+    type: str = Field(description="A URI reference naming the kind of problem")
     title: str
     status: int
-    detail: str
+    detail: str = Field(description="What is wrong, for a person")
     instance: str | None = None
+    reason: str | None = Field(None, description="For invalid-url: the rule the URL broke")
+    errors: list[ProblemItem] | None = Field(None, description="For validation-error: each problem")
 
 
 def service(request: Request) -> LinkService:
@@ -277,6 +287,7 @@ def create_api(svc: LinkService, **fastapi_kwargs: Any) -> FastAPI:
     )
     app.state.service = svc
     problems.install(app)
+    problems.document(app, Problem)
     app.include_router(v1)
     app.include_router(legacy)
     app.include_router(site)

@@ -6,8 +6,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from snip.domain import errors
 from snip.entrypoints import pages
@@ -85,6 +88,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Any:
         headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 405:
+            # Starlette names only the first matching route's methods; RFC 9110 wants them all.
+            headers = (headers or {}) | {"Allow": ", ".join(_allowed_methods(app, request))}
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
         detail = exc.detail if isinstance(exc.detail, str) else title
         if _wants_html(request):
@@ -92,3 +98,46 @@ def install(app: FastAPI) -> None:
                                 exc.status_code, headers=headers)
         kind = "not-found" if exc.status_code == 404 else "http-error"
         return problem(exc.status_code, kind, title, detail, request.url.path, headers)
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route answers at this path (routers may nest, so ask each method)."""
+    allowed = []
+    for method in ("DELETE", "GET", "PATCH", "POST", "PUT"):
+        scope = dict(request.scope, method=method)
+        if any(route.matches(scope)[0] is Match.FULL for route in app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
+def document(app: FastAPI, problem_model: type[BaseModel]) -> None:
+    """Make /openapi.json say what is sent: every 4xx/5xx is `application/problem+json`."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                             routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, definition in problem_model.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        ).get("$defs", {}).items():
+            components[name] = definition
+        own = problem_model.model_json_schema(ref_template="#/components/schemas/{model}")
+        own.pop("$defs", None)
+        components[problem_model.__name__] = own
+        ref = {"$ref": f"#/components/schemas/{problem_model.__name__}"}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                if operation.get("parameters") or operation.get("requestBody"):
+                    responses.setdefault("422", {"description": "Validation error"})
+                for status, response in responses.items():
+                    if status[0] in "45":
+                        response["content"] = {PROBLEM_JSON: {"schema": ref}}
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

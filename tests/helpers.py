@@ -1,0 +1,214 @@
+"""Helpers for tests that run snip as real processes: the CLI and `snip serve` on loopback.
+
+Every wait here is bounded, so a broken server fails a test instead of hanging the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+READY_TIMEOUT = 20.0
+STOP_TIMEOUT = 15.0
+CLI_TIMEOUT = 60.0
+
+_PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
+
+# urllib without proxies (loopback only) and without following redirects: a 302 is an answer.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_NO_FOLLOW = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (the kernel's pick for port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def snip_env(**settings: str | None) -> dict[str, str]:
+    """The current environment without any SNIP_* or proxy variable, plus `settings`.
+
+    `settings` are given by field name (`database_url="..."` sets SNIP_DATABASE_URL); None
+    leaves a variable unset so snip uses its default.
+    """
+    env = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith("SNIP_") and k.lower() not in _PROXY_VARS
+    }
+    for name, value in settings.items():
+        if value is not None:
+            env[f"SNIP_{name.upper()}"] = value
+    return env
+
+
+# -- HTTP, no proxies, no redirects followed ------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: Mapping[str, str]  # names in lower case
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http(method: str, url: str, body: Any = None, *, timeout: float = 10.0) -> Reply:
+    """One HTTP request; any status (3xx, 4xx, 5xx) comes back as a Reply, not an exception."""
+    data = None if body is None else json.dumps(body).encode()
+    headers = {} if body is None else {"Content-Type": "application/json"}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with _NO_FOLLOW.open(request, timeout=timeout) as response:
+            return Reply(response.status, _lower(response.headers.items()), response.read())
+    except urllib.error.HTTPError as err:
+        with err:
+            return Reply(err.code, _lower(err.headers.items()), err.read())
+
+
+def _lower(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers}
+
+
+# -- the CLI --------------------------------------------------------------------------------------
+
+
+def run_cli(*args: str, env: Mapping[str, str], cwd: Path,
+            timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """`python -m snip ARGS` as a user would run it; never raises on a non-zero exit."""
+    return subprocess.run(
+        [sys.executable, "-m", "snip", *args],
+        env=dict(env), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+# -- `snip serve` ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """A running `snip serve` process on loopback."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(repr=False)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return "<no log>"
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM, wait up to `timeout` s, then SIGKILL; the exit status (idempotent)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._kill()
+                raise AssertionError(
+                    f"snip serve ignored SIGTERM for {timeout} s\n--- log ---\n{self.log()}"
+                ) from None
+        return int(self.process.returncode)
+
+    def _kill(self) -> None:
+        # The server runs in its own process group (workers included); kill that group only.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+
+    def assert_stopped_cleanly(self) -> None:
+        status = self.stop()
+        log = self.log()
+        assert status == 0, f"snip serve exited with {status}\n--- log ---\n{log}"
+        assert "Traceback" not in log, f"snip serve logged an error\n--- log ---\n{log}"
+
+
+def _wait_ready(server: Server, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            return False
+        try:
+            with _OPENER.open(f"{server.base_url}/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def start_server(cwd: Path, env: Mapping[str, str], *, workers: int | None = None,
+                 log_name: str = "server.log", attempts: int = 3) -> Server:
+    """Start `python -m snip serve` on a free loopback port; return once /healthz answers 200."""
+    log_path = cwd / log_name
+    for _attempt in range(attempts):
+        port = free_port()
+        command = [sys.executable, "-m", "snip", "serve", "--host", "127.0.0.1",
+                   "--port", str(port)]
+        if workers is not None:
+            command += ["--workers", str(workers)]
+        server_env = {"SNIP_BASE_URL": f"http://127.0.0.1:{port}", **env}
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(command, cwd=cwd, env=server_env, stdout=log,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True)
+        server = Server(port, process, log_path, server_env)
+        if _wait_ready(server, READY_TIMEOUT):
+            return server
+        if process.poll() is None:
+            server._kill()
+            raise AssertionError(f"snip serve not ready within {READY_TIMEOUT} s\n"
+                                 f"--- log ---\n{server.log()}")
+        if "address already in use" not in server.log().lower():
+            raise AssertionError(f"snip serve exited with {process.returncode} on start\n"
+                                 f"--- log ---\n{server.log()}")
+        # Someone took the port between free_port() and the bind: try another.
+    raise AssertionError(f"snip serve found no free port in {attempts} tries")
+
+
+@contextlib.contextmanager
+def serving(cwd: Path, env: Mapping[str, str], *, workers: int | None = None,
+            log_name: str = "server.log") -> Iterator[Server]:
+    """A server for the `with` block; on a normal exit it must stop cleanly on SIGTERM."""
+    server = start_server(cwd, env, workers=workers, log_name=log_name)
+    try:
+        yield server
+    except BaseException:
+        with contextlib.suppress(AssertionError):
+            server.stop()
+        raise
+    server.assert_stopped_cleanly()
