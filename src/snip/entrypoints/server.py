@@ -6,7 +6,7 @@ import importlib.util
 import os
 
 from granian import Granian
-from granian.constants import Interfaces, Loops
+from granian.constants import HTTPModes, Interfaces, Loops
 
 from snip.adapters.sql.migrate import upgrade
 from snip.config import Settings
@@ -27,6 +27,8 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
         interface=Interfaces.ASGI,
         workers=workers,
         loop=loop,
+        http=HTTPModes.http1,
+        websockets=False,
         log_level=settings.log_level,  # type: ignore[arg-type]
         log_access=False,
         backlog=2048,

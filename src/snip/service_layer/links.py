@@ -217,8 +217,7 @@ class LinkService:
         cached = self._cache.get(code)
         if cached is not MISS:
             return cached
-        link = await self._repo.get(code)
-        target = RedirectTarget.of(link) if link is not None else None
+        target = await self._repo.get_target(code)
         self._cache.put(code, target)
         return target
 

@@ -35,6 +35,9 @@ class LinkRepository(Protocol):
 
     async def get(self, code: str) -> Link | None: ...
 
+    async def get_target(self, code: str) -> RedirectTarget | None:
+        """What the redirect needs of a link, read as cheaply as storage allows."""
+
     async def get_by_reuse_key(self, key: str) -> Link | None: ...
 
     async def list(self, query: LinkQuery) -> Page: ...

@@ -28,9 +28,10 @@ def is_sqlite(database_url: str) -> bool:
 
 def make_engine(database_url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
     url = async_url(database_url)
-    kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": False}
-    if url.get_backend_name() == "postgresql":
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=5)
+    # A steady pool: overflow connections are opened and closed per burst of cache misses,
+    # which for SQLite means a new thread and its PRAGMAs each time.
+    kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": False, "pool_size": pool_size,
+                              "max_overflow": pool_size, "pool_timeout": 5}
     engine = create_async_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         _tune_sqlite(engine)

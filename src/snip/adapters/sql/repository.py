@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from snip.adapters.sql.schema import link_tags, links
 from snip.domain.errors import StorageUnavailable
-from snip.domain.links import Link, LinkQuery
+from snip.domain.links import Link, LinkQuery, RedirectTarget
 from snip.service_layer.ports import DuplicateKey, Page
 
 _LINK_COLUMNS = (
@@ -32,6 +32,16 @@ _LINK_COLUMNS = (
     links.c.created_at,
     links.c.updated_at,
 )
+VISIT_CHUNK = 500
+_ADD_VISITS = (
+    update(links).where(links.c.code == bindparam("b_code"))
+    .values(visits=links.c.visits + bindparam("b_n"))
+)
+# Built once: the redirect's lookup is the one query on the hot path.
+_TARGET = select(
+    links.c.url, links.c.redirect_status, links.c.expires_at, links.c.max_visits,
+    links.c.disabled,
+).where(links.c.code == bindparam("code"))
 _UPDATABLE = frozenset(
     {"url", "url_digest", "reuse_key", "title", "redirect_status", "expires_at", "max_visits",
      "disabled", "updated_at"}
@@ -104,6 +114,23 @@ class SqlLinkRepository:
     async def get(self, code: str) -> Link | None:
         async with self._begin() as conn:
             return await self._one(conn, links.c.code == code)
+
+    async def get_target(self, code: str) -> RedirectTarget | None:
+        """The redirect's lookup on a cache miss: one indexed SELECT of five columns, no tags."""
+        try:
+            async with self._engine.connect() as conn:
+                row = (await conn.execute(_TARGET, {"code": code})).first()
+        except (DBAPIError, OSError, TimeoutError) as exc:
+            if isinstance(exc, DBAPIError) and not _is_unavailable(exc):
+                raise
+            raise StorageUnavailable("the database is unavailable; try again shortly") from exc
+        if row is None:
+            return None
+        url, status, expires_at, max_visits, disabled = row
+        expires = _utc(expires_at)
+        return RedirectTarget(code=code, location=url, status=int(status),
+                              expires_at=expires.timestamp() if expires else None,
+                              max_visits=max_visits, disabled=bool(disabled))
 
     async def get_by_reuse_key(self, key: str) -> Link | None:
         async with self._begin() as conn:
@@ -206,15 +233,14 @@ class SqlLinkRepository:
             return None if value is None else int(value)
 
     async def add_visits(self, counts: Mapping[str, int]) -> None:
+        """One transaction; parameters go in chunks so no single step holds the event loop long."""
         if not counts:
             return
-        stmt = (
-            update(links)
-            .where(links.c.code == bindparam("b_code"))
-            .values(visits=links.c.visits + bindparam("b_n"))
-        )
+        items = list(counts.items())
         async with self._begin() as conn:
-            await conn.execute(stmt, [{"b_code": c, "b_n": n} for c, n in counts.items()])
+            for start in range(0, len(items), VISIT_CHUNK):
+                chunk = items[start:start + VISIT_CHUNK]
+                await conn.execute(_ADD_VISITS, [{"b_code": c, "b_n": n} for c, n in chunk])
 
     async def ping(self) -> None:
         async with self._begin() as conn:
