@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from snip.adapters.memory_cache import MemoryRedirectCache
+from snip.adapters.redis_cache import RedisSharedCache
 from snip.adapters.sql.engine import make_engine
 from snip.adapters.sql.migrate import upgrade_async
 from snip.adapters.sql.repository import SqlLinkRepository
@@ -31,26 +32,44 @@ class Snip:
     cache: MemoryRedirectCache
     links: LinkService
     visits: VisitCounter
+    shared: RedisSharedCache | None = None
 
     async def start(self, *, migrate: bool | None = None) -> None:
         if self.settings.auto_migrate if migrate is None else migrate:
             await upgrade_async(self.settings.database_url)
         self.visits.start()
+        if self.shared is not None:
+            # Changes made by other processes reach this process's cache through Redis.
+            self.shared.listen(self.cache.invalidate, self.cache.clear)
 
     async def close(self) -> None:
         try:
             await self.visits.close()
         except Exception:
             log.exception("could not write the last visit counts")
+        if self.shared is not None:
+            await self.shared.close()
         await self.engine.dispose()
 
 
 def build(settings: Settings | None = None) -> Snip:
     settings = settings or Settings()
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = make_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        connect_timeout=settings.db_connect_timeout,
+        statement_timeout=settings.db_statement_timeout,
+    )
     repo = SqlLinkRepository(engine)
     cache = MemoryRedirectCache(settings.cache_size, settings.cache_ttl,
                                 settings.negative_cache_ttl)
+    shared = (
+        RedisSharedCache(settings.redis_url, ttl=settings.redis_cache_ttl,
+                         negative_ttl=settings.negative_cache_ttl, timeout=settings.redis_timeout,
+                         prefix=settings.redis_prefix)
+        if settings.redis_url
+        else None
+    )
     links = LinkService(
         repo,
         cache,
@@ -60,9 +79,10 @@ def build(settings: Settings | None = None) -> Snip:
         default_redirect_status=settings.default_redirect_status,
         reuse_default=settings.reuse_default,
         max_url_bytes=settings.max_url_bytes,
+        shared=shared,
     )
     visits = VisitCounter(repo, settings.visit_flush_interval)
-    return Snip(settings, engine, cache, links, visits)
+    return Snip(settings, engine, cache, links, visits, shared)
 
 
 @contextlib.asynccontextmanager

@@ -47,7 +47,27 @@ class Settings(BaseSettings):
         1.0, gt=0, description="Seconds between batched writes of visit counts"
     )
     auto_migrate: bool = Field(True, description="Apply database migrations on start")
-    db_pool_size: int = Field(10, ge=1, description="Database connections per process (PostgreSQL)")
+    db_pool_size: int = Field(10, ge=1, le=1000, description="Database connections per process")
+    db_connect_timeout: float = Field(
+        2.0, gt=0, description="Seconds to wait for a database connection before answering 503"
+    )
+    db_statement_timeout: float = Field(
+        5.0, gt=0, description="Seconds a database statement may take before it is abandoned (503)"
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis for the shared cache and cross-process invalidation, e.g. "
+        "redis://127.0.0.1:6379/0 (unset: in-process cache only)",
+    )
+    redis_prefix: str = Field(
+        "snip:", description="Prefix of snip's Redis keys and channels (share a Redis safely)"
+    )
+    redis_cache_ttl: float = Field(
+        300.0, gt=0, description="Seconds a link stays in the shared Redis cache"
+    )
+    redis_timeout: float = Field(
+        0.25, gt=0, description="Seconds to wait for Redis before falling back to the database"
+    )
     host: str = Field("127.0.0.1", description="Address `snip serve` binds to")
     port: int = Field(8000, ge=0, le=65535, description="Port `snip serve` listens on")
     workers: int = Field(1, ge=1, description="Processes `snip serve` starts")

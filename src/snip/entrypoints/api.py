@@ -270,11 +270,15 @@ async def healthz() -> dict[str, str]:
 
 @site.get("/readyz")
 async def readyz(svc: Service) -> JSONResponse:
-    try:
-        await svc.ping()
-    except Exception as exc:
-        return JSONResponse({"status": "unavailable", "database": str(type(exc).__name__)}, 503)
-    return JSONResponse({"status": "ok", "database": "ok"})
+    """Ready when the database answers; Redis down is `degraded` (redirects still work)."""
+    state = await svc.health()
+    if state["database"] != "ok":
+        status, code = "unavailable", 503
+    elif any(v != "ok" for v in state.values()):
+        status, code = "degraded", 200
+    else:
+        status, code = "ok", 200
+    return JSONResponse({"status": status, **state}, code)
 
 
 def create_api(svc: LinkService, **fastapi_kwargs: Any) -> FastAPI:

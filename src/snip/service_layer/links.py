@@ -11,7 +11,14 @@ from typing import Any
 from snip.domain import codes, links, urls
 from snip.domain.errors import CodeSpaceExhausted, CodeTaken, InvalidLink, LinkNotFound
 from snip.domain.links import ANONYMOUS_OWNER, Link, LinkQuery, RedirectTarget
-from snip.service_layer.ports import MISS, DuplicateKey, LinkRepository, Page, RedirectCache
+from snip.service_layer.ports import (
+    MISS,
+    DuplicateKey,
+    LinkRepository,
+    Page,
+    RedirectCache,
+    SharedCache,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +66,11 @@ class LinkService:
         reuse_default: bool = False,
         max_url_bytes: int = urls.MAX_URL_BYTES,
         clock: Callable[[], datetime] = links.utcnow,
+        shared: SharedCache | None = None,
     ) -> None:
         self._repo = repo
         self._cache = cache
+        self._shared = shared
         self.base_url = base_url.rstrip("/")
         self._self_origins = (urls.origin_of(base_url),)
         self._code_length = code_length
@@ -70,7 +79,6 @@ class LinkService:
         self._reuse_default = reuse_default
         self._max_url_bytes = max_url_bytes
         self._clock = clock
-        self._listeners: list[Callable[[str], None]] = []
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -82,14 +90,11 @@ class LinkService:
             raw, self_origins=self._self_origins, max_bytes=self._max_url_bytes
         )
 
-    def on_change(self, listener: Callable[[str], None]) -> None:
-        """Call `listener(code)` after a link is created, changed or deleted (cache tiers)."""
-        self._listeners.append(listener)
-
-    def _changed(self, code: str) -> None:
+    async def _changed(self, code: str) -> None:
+        """A link was created, changed or deleted: every cache tier forgets it."""
         self._cache.invalidate(code)
-        for listener in self._listeners:
-            listener(code)
+        if self._shared is not None:
+            await self._shared.invalidate(code)
 
     # -- use cases ---------------------------------------------------------------------------
 
@@ -142,7 +147,7 @@ class LinkService:
                     raise CodeTaken(f"the code '{custom}' is already taken") from None
                 log.info("random code collision", extra={"code_length": self._code_length})
                 continue
-            self._changed(code)
+            await self._changed(code)
             return Created(link, created=True)
         if custom is not None:
             raise CodeTaken(f"the code '{custom}' is already taken")
@@ -199,14 +204,14 @@ class LinkService:
             fields["reuse_key"] = None
         fields["updated_at"] = now
         updated = await self._repo.update(code, fields)
-        self._changed(code)
+        await self._changed(code)
         if updated is None:
             raise LinkNotFound(f"no link has the code '{code}'")
         return updated
 
     async def delete(self, code: str) -> None:
         deleted = await self._repo.delete(code)
-        self._changed(code)
+        await self._changed(code)
         if not deleted:
             raise LinkNotFound(f"no link has the code '{code}'")
 
@@ -217,8 +222,15 @@ class LinkService:
         cached = self._cache.get(code)
         if cached is not MISS:
             return cached
+        if self._shared is not None:
+            shared = await self._shared.get(code)
+            if shared is not MISS:
+                self._cache.put(code, shared)
+                return shared
         target = await self._repo.get_target(code)
         self._cache.put(code, target)
+        if self._shared is not None:
+            await self._shared.put(code, target)
         return target
 
     async def take_visit(self, code: str) -> bool:
@@ -230,3 +242,18 @@ class LinkService:
 
     async def ping(self) -> None:
         await self._repo.ping()
+
+    async def health(self) -> dict[str, str]:
+        """Each dependency's state: `ok`, `unavailable`, or absent when not configured."""
+        state = {"database": "ok"}
+        try:
+            await self._repo.ping()
+        except Exception:
+            state["database"] = "unavailable"
+        if self._shared is not None:
+            try:
+                await self._shared.ping()
+                state["redis"] = "ok"
+            except Exception:
+                state["redis"] = "unavailable"
+        return state

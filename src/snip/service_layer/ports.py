@@ -81,3 +81,20 @@ class RedirectCache(Protocol):
     def clear(self) -> None: ...
 
 
+
+
+class SharedCache(Protocol):
+    """A cache tier shared by every process (Redis), which also tells the others of changes.
+
+    It never raises: when its store is unavailable, `get` misses and `put` does nothing.
+    """
+
+    async def get(self, code: str) -> RedirectTarget | Miss | None: ...
+
+    async def put(self, code: str, target: RedirectTarget | None) -> None: ...
+
+    async def invalidate(self, code: str) -> None:
+        """Drop `code` here and in every process's first tier."""
+
+    async def ping(self) -> None:
+        """Raise if the store cannot be reached."""

@@ -26,12 +26,22 @@ def is_sqlite(database_url: str) -> bool:
     return make_url(database_url).get_backend_name() == "sqlite"
 
 
-def make_engine(database_url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+def make_engine(
+    database_url: str,
+    *,
+    pool_size: int = 10,
+    connect_timeout: float = 2.0,
+    statement_timeout: float = 5.0,
+    echo: bool = False,
+) -> AsyncEngine:
+    """An engine that fails fast: a dead or frozen database gives an error in seconds, not a hang."""
     url = async_url(database_url)
     # A steady pool: overflow connections are opened and closed per burst of cache misses,
     # which for SQLite means a new thread and its PRAGMAs each time.
     kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": False, "pool_size": pool_size,
-                              "max_overflow": pool_size, "pool_timeout": 5}
+                              "max_overflow": pool_size, "pool_timeout": connect_timeout}
+    if url.get_backend_name() == "postgresql":
+        kwargs["connect_args"] = {"timeout": connect_timeout, "command_timeout": statement_timeout}
     engine = create_async_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         _tune_sqlite(engine)

@@ -1,0 +1,190 @@
+"""The shared cache tier in Redis, and cross-process invalidation over Redis pub/sub.
+
+Every worker keeps its own in-process cache (the first tier). Redis is the second tier,
+shared by all workers and hosts, and the channel on which a change made in one process
+reaches every other process's first tier. Redis is never required: when it is down or slow,
+lookups fall through to the database, a circuit breaker stops asking Redis for a few
+seconds, and invalidations that could not be sent are retried once it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from time import monotonic
+from typing import Any
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from snip.domain.links import RedirectTarget
+from snip.service_layer.ports import MISS, Miss
+
+log = logging.getLogger(__name__)
+
+NEGATIVE = b"-"
+BREAKER_SECONDS = 5.0
+REPEAT_AFTER = 1.0
+
+
+def _encode(target: RedirectTarget | None) -> bytes:
+    if target is None:
+        return NEGATIVE
+    return json.dumps(
+        [target.location, target.status, target.expires_at, target.max_visits, target.disabled],
+        separators=(",", ":"),
+    ).encode()
+
+
+def _decode(code: str, raw: bytes) -> RedirectTarget | None:
+    if raw == NEGATIVE:
+        return None
+    location, status, expires_at, max_visits, disabled = json.loads(raw)
+    return RedirectTarget(code=code, location=location, status=status, expires_at=expires_at,
+                          max_visits=max_visits, disabled=disabled)
+
+
+class RedisSharedCache:
+    """`SharedCache` on Redis: get/put with a TTL, invalidate = DEL + PUBLISH."""
+
+    def __init__(self, url: str, *, ttl: float, negative_ttl: float, timeout: float,
+                 prefix: str = "snip:") -> None:
+        self._client: redis.Redis = redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout,
+            health_check_interval=30,
+        )
+        self._keys = prefix + "link:"
+        self._channel = prefix + "invalidate"
+        self._ttl_ms = int(ttl * 1000)
+        self._negative_ttl_ms = max(1, int(negative_ttl * 1000))
+        self._down_until = 0.0
+        self._unsent: set[str] = set()
+        self._listener: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        self.errors = 0
+
+    # -- health ----------------------------------------------------------------------------
+
+    @property
+    def available(self) -> bool:
+        return monotonic() >= self._down_until
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self.errors += 1
+        if self.available:
+            log.warning("redis %s failed (%s); using the database for %.0f s", what, exc,
+                        BREAKER_SECONDS)
+        self._down_until = monotonic() + BREAKER_SECONDS
+
+    async def ping(self) -> None:
+        await self._client.ping()
+
+    # -- the second tier -------------------------------------------------------------------
+
+    async def get(self, code: str) -> RedirectTarget | Miss | None:
+        if not self.available:
+            return MISS
+        try:
+            raw = await self._client.get(self._keys + code)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed("get", exc)
+            return MISS
+        if raw is None:
+            return MISS
+        return _decode(code, raw.encode() if isinstance(raw, str) else raw)
+
+    async def put(self, code: str, target: RedirectTarget | None) -> None:
+        if not self.available:
+            return
+        ttl = self._ttl_ms if target is not None else self._negative_ttl_ms
+        try:
+            await self._client.set(self._keys + code, _encode(target), px=ttl)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed("set", exc)
+
+    async def invalidate(self, code: str) -> None:
+        """Drop `code` from Redis and from every process's first tier; retried if Redis is down.
+
+        A second invalidation follows a moment later: a process that read the old row just
+        before the change may otherwise write it back into Redis after the first one.
+        """
+        self._unsent.add(code)
+        await self._send_invalidations()
+        asyncio.get_running_loop().call_later(REPEAT_AFTER, self._repeat, code)
+
+    def _repeat(self, code: str) -> None:
+        self._unsent.add(code)
+        task = asyncio.get_running_loop().create_task(self._send_invalidations())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _send_invalidations(self) -> None:
+        if not self._unsent:
+            return
+        codes = sorted(self._unsent)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.delete(*[self._keys + c for c in codes])
+                for code in codes:
+                    pipe.publish(self._channel, code)
+                await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed("invalidate", exc)
+            return
+        self._unsent.difference_update(codes)
+
+    # -- listening for other processes' changes --------------------------------------------
+
+    def listen(self, on_invalidate: Callable[[str], None], on_reconnect: Callable[[], None]
+               ) -> None:
+        """Start a task that calls `on_invalidate(code)` for every change any process publishes.
+
+        After a lost subscription, messages may have been missed: `on_reconnect` is called
+        (the first tier is cleared) once the subscription is back.
+        """
+        if self._listener is None:
+            self._listener = asyncio.get_running_loop().create_task(
+                self._listen(on_invalidate, on_reconnect), name="redis-invalidations")
+
+    async def _listen(self, on_invalidate: Callable[[str], None],
+                      on_reconnect: Callable[[], None]) -> None:
+        backoff = 0.5
+        first = True
+        while True:
+            pubsub: Any = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._channel)
+                if not first:
+                    log.info("redis subscription restored; clearing the in-process cache")
+                    on_reconnect()
+                first = False
+                backoff = 0.5
+                await self._send_invalidations()
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message.get("type") == "message":
+                        on_invalidate(message["data"].decode())
+                    elif self._unsent:
+                        await self._send_invalidations()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection lost, Redis restarted, ...
+                first = False
+                self._failed("subscription", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def close(self) -> None:
+        await self._send_invalidations()
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        await self._client.aclose()
