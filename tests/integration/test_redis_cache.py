@@ -36,7 +36,7 @@ async def pair(tmp_path: Path) -> AsyncIterator[tuple[Snip, Snip]]:
 async def _eventually(check: Callable[[], Awaitable[bool]]) -> None:
     """Wait (up to 3 s) until `check()` holds: invalidations travel over pub/sub."""
     async with asyncio.timeout(3.0):
-        while not await check():
+        while not await check():  # noqa: ASYNC110 (polling another process's state)
             await asyncio.sleep(0.05)
 
 
