@@ -6,6 +6,7 @@ import asyncio
 import os
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from snip.adapters.sql.engine import make_engine
@@ -20,7 +21,14 @@ def _database_url() -> str:
     return str(url or "sqlite:///./snip.db")
 
 
+# Any number of snip processes on any number of hosts may start at once; on PostgreSQL
+# they take turns on this lock, so one migrates and the others find the schema current.
+MIGRATION_LOCK = 0x736E6970  # "snip"
+
+
 def _run(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
