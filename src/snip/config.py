@@ -74,6 +74,18 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level"
     )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="Log lines as JSON, or readable; auto: readable on a terminal"
+    )
+    access_log: bool = Field(False, description="Log one line per request")
+    metrics_enabled: bool = Field(True, description="Record and serve Prometheus metrics")
+    metrics_token: str | None = Field(
+        None, description="If set, /metrics requires `Authorization: Bearer <token>`"
+    )
+    metrics_dir: str | None = Field(
+        None,
+        description="Directory where worker processes share metrics; `snip serve` makes one",
+    )
 
     @field_validator("base_url")
     @classmethod

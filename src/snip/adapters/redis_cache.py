@@ -14,12 +14,13 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
-from time import monotonic
+from time import monotonic, perf_counter
 from typing import Any
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from snip.adapters.metrics import SnipMetrics
 from snip.domain.links import RedirectTarget
 from snip.service_layer.ports import MISS, Miss
 
@@ -51,7 +52,7 @@ class RedisSharedCache:
     """`SharedCache` on Redis: get/put with a TTL, invalidate = DEL + PUBLISH."""
 
     def __init__(self, url: str, *, ttl: float, negative_ttl: float, timeout: float,
-                 prefix: str = "snip:") -> None:
+                 prefix: str = "snip:", metrics: SnipMetrics | None = None) -> None:
         self._client: redis.Redis = redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout,
             health_check_interval=30,
@@ -64,6 +65,7 @@ class RedisSharedCache:
         self._unsent: set[str] = set()
         self._listener: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        self._metrics = metrics
         self.errors = 0
 
     # -- health ----------------------------------------------------------------------------
@@ -72,8 +74,14 @@ class RedisSharedCache:
     def available(self) -> bool:
         return monotonic() >= self._down_until
 
+    def _observe(self, operation: str, start: float) -> None:
+        if self._metrics is not None:
+            self._metrics.redis_duration.labels(operation).observe(perf_counter() - start)
+
     def _failed(self, what: str, exc: BaseException) -> None:
         self.errors += 1
+        if self._metrics is not None:
+            self._metrics.redis_errors.labels(what).inc()
         if self.available:
             log.warning("redis %s failed (%s); using the database for %.0f s", what, exc,
                         BREAKER_SECONDS)
@@ -87,11 +95,15 @@ class RedisSharedCache:
     async def get(self, code: str) -> RedirectTarget | Miss | None:
         if not self.available:
             return MISS
+        start = perf_counter()
         try:
             raw = await self._client.get(self._keys + code)
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed("get", exc)
             return MISS
+        self._observe("get", start)
+        if self._metrics is not None:
+            self._metrics.cache_requests.labels("redis", "miss" if raw is None else "hit").inc()
         if raw is None:
             return MISS
         return _decode(code, raw.encode() if isinstance(raw, str) else raw)
@@ -100,10 +112,13 @@ class RedisSharedCache:
         if not self.available:
             return
         ttl = self._ttl_ms if target is not None else self._negative_ttl_ms
+        start = perf_counter()
         try:
             await self._client.set(self._keys + code, _encode(target), px=ttl)
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed("set", exc)
+            return
+        self._observe("set", start)
 
     async def invalidate(self, code: str) -> None:
         """Drop `code` from Redis and from every process's first tier; retried if Redis is down.
@@ -125,6 +140,7 @@ class RedisSharedCache:
         if not self._unsent:
             return
         codes = sorted(self._unsent)
+        start = perf_counter()
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.delete(*[self._keys + c for c in codes])
@@ -134,6 +150,7 @@ class RedisSharedCache:
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed("invalidate", exc)
             return
+        self._observe("invalidate", start)
         self._unsent.difference_update(codes)
 
     # -- listening for other processes' changes --------------------------------------------

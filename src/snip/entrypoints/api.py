@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hmac
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
 from snip import __version__
+from snip.adapters.metrics import SnipMetrics
 from snip.domain.errors import InvalidLink, SnipError
 from snip.domain.links import (
     MAX_TAG_LENGTH,
@@ -271,17 +274,34 @@ async def healthz() -> dict[str, str]:
 @site.get("/readyz")
 async def readyz(svc: Service) -> JSONResponse:
     """Ready when the database answers; Redis down is `degraded` (redirects still work)."""
-    state = await svc.health()
-    if state["database"] != "ok":
+    checks = await svc.health()
+    if checks["database"]["status"] != "ok":
         status, code = "unavailable", 503
-    elif any(v != "ok" for v in state.values()):
+    elif any(c["status"] != "ok" for c in checks.values()):
         status, code = "degraded", 200
     else:
         status, code = "ok", 200
-    return JSONResponse({"status": status, **state}, code)
+    return JSONResponse({"status": status, "checks": checks}, code,
+                        headers={"Cache-Control": "no-store"})
 
 
-def create_api(svc: LinkService, **fastapi_kwargs: Any) -> FastAPI:
+@site.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics of every worker process (optionally behind a bearer token)."""
+    recorder = request.app.state.metrics
+    if recorder is None:
+        raise HTTPException(404, "metrics are turned off (SNIP_METRICS_ENABLED=false)")
+    token = request.app.state.metrics_token
+    if token is not None:
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise HTTPException(401, "a bearer token is required for /metrics",
+                                headers={"WWW-Authenticate": "Bearer"})
+    return Response(await recorder.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_api(svc: LinkService, *, metrics: SnipMetrics | None = None,
+               metrics_token: str | None = None, **fastapi_kwargs: Any) -> FastAPI:
     """The framework app: API, pages and docs. The redirect is mounted in front of it."""
     app = FastAPI(
         title="snip",
@@ -290,6 +310,8 @@ def create_api(svc: LinkService, **fastapi_kwargs: Any) -> FastAPI:
         **fastapi_kwargs,
     )
     app.state.service = svc
+    app.state.metrics = metrics
+    app.state.metrics_token = metrics_token
     problems.install(app)
     problems.document(app, Problem)
     app.include_router(v1)

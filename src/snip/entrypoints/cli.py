@@ -178,5 +178,38 @@ def upgrade(revision: str) -> None:
     click.echo(f"database at {revision}", err=True)
 
 
+@main.command()
+@click.option("--target", required=True, metavar="URL",
+              help="Base URL of the snip instance to check, e.g. https://s.example.com")
+@click.option("--interval", default="30s", show_default=True, metavar="DURATION",
+              help="Time between probes in loop mode (30s, 1m, 500ms, plain seconds)")
+@click.option("--once", is_flag=True, help="Probe once; exit 0 on success, 1 on failure")
+@click.option("--timeout", default="5s", show_default=True, metavar="DURATION",
+              help="Timeout of each HTTP request")
+@click.option("--max-latency", default="1s", show_default=True, metavar="DURATION",
+              help="Slowest acceptable redirect")
+@click.option("--canary-code", default="snip-probe-canary", show_default=True,
+              help="Code of the canary link (created if missing)")
+@click.option("--canary-url", default="https://example.com/snip-probe", show_default=True,
+              help="Where the canary link must redirect")
+@click.option("--api-key", envvar="SNIP_PROBE_API_KEY", default=None,
+              help="Sent as a bearer token on API calls (or SNIP_PROBE_API_KEY)")
+@click.option("--metrics-host", default="0.0.0.0", show_default=True,  # noqa: S104
+              help="Address for the prober's /metrics")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="Port for /metrics (default 9109 in loop mode; with --once, only if given)")
+@click.option("--use-env-proxy", is_flag=True, help="Honour HTTP(S)_PROXY and friends")
+def probe(target: str, interval: str, once: bool, timeout: str, max_latency: str,
+          canary_code: str, canary_url: str, api_key: str | None, metrics_host: str,
+          metrics_port: int | None, use_env_proxy: bool) -> None:
+    """Check a snip instance over HTTP as a client would; export Prometheus metrics."""
+    from snip.entrypoints.probe import command as run_probe
+
+    sys.exit(run_probe(target=target, interval=interval, once=once, timeout=timeout,
+                       max_latency=max_latency, canary_code=canary_code, canary_url=canary_url,
+                       api_key=api_key, metrics_host=metrics_host, metrics_port=metrics_port,
+                       use_env_proxy=use_env_proxy))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -8,12 +8,14 @@ framework objects. Everything else is passed to the framework app behind it.
 from __future__ import annotations
 
 import logging
-from time import time
+from time import perf_counter, time
 from typing import Any
 
+from snip.adapters.metrics import SnipMetrics
 from snip.domain.codes import CUSTOM_ALPHABET, MAX_CUSTOM_CODE_LENGTH, RESERVED_WORDS
 from snip.domain.errors import StorageUnavailable
 from snip.domain.links import PERMANENT_STATUSES, RedirectTarget, Verdict
+from snip.entrypoints.observe import RequestIds, access_log, client_address
 from snip.entrypoints.pages import GONE, NOT_FOUND, UNAVAILABLE
 from snip.service_layer.links import LinkService
 from snip.service_layer.ports import MISS, Miss, RedirectCache
@@ -52,12 +54,24 @@ class RedirectApp:
         visits: VisitCounter,
         *,
         permanent_max_age: int,
+        metrics: SnipMetrics | None,
+        ids: RequestIds,
+        access_log_enabled: bool = False,
     ) -> None:
         self.app = app
         self._service = service
         self._cache = cache
         self._visits = visits
         self._permanent_cache = (b"cache-control", f"private, max-age={permanent_max_age}".encode())
+        self._metrics = metrics
+        self._ids = ids
+        self._access = access_log_enabled
+        # (route, method, status) → (request counter, latency histogram), made on first use.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        if metrics is not None:
+            self._outcomes = {o: metrics.redirects.labels(o) for o in OUTCOMES}
+            self._memory_hit = metrics.cache_requests.labels("memory", "hit")
+            self._memory_miss = metrics.cache_requests.labels("memory", "miss")
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -76,16 +90,47 @@ class RedirectApp:
             await self.app(scope, receive, send)
             return
 
+        start = perf_counter()
+        status, outcome, headers, body = await self._answer(code, method, legacy)
+        headers.append((b"x-request-id", self._ids.of(scope["headers"])))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+        if self._metrics is not None:
+            route = "/r/{code}" if legacy else "/{code}"
+            children = self._children.get((route, method, status))
+            if children is None:
+                children = self._children[(route, method, status)] = (
+                    self._metrics.http_requests.labels(route, method, str(status)),
+                    self._metrics.http_duration.labels(route, method),
+                )
+            children[0].inc()
+            children[1].observe(perf_counter() - start)
+            self._outcomes[outcome].inc()
+        if self._access:
+            access_log.info("request", method=method, route="/r/{code}" if legacy else "/{code}",
+                            status=status, duration_ms=round((perf_counter() - start) * 1000, 3),
+                            client=client_address(scope))
+
+    async def _answer(self, code: str, method: str, legacy: bool
+                      ) -> tuple[int, str, list[tuple[bytes, bytes]], bytes]:
+        """Decide the response: (status, outcome, headers, body)."""
         target: RedirectTarget | Miss | None = self._cache.get(code)
+        outcome = "hit"
         if target is MISS:
+            if self._metrics is not None:
+                self._memory_miss.inc()
+            outcome = "miss"
             try:
                 target = await self._service.resolve(code)
             except StorageUnavailable:
-                return await _page(send, method, 503, UNAVAILABLE, (b"retry-after", b"5"))
+                return 503, "unavailable", _page(UNAVAILABLE, _RETRY), UNAVAILABLE
+        elif self._metrics is not None:
+            self._memory_hit.inc()
         if target is None:
-            return await _page(send, method, 404, NOT_FOUND)
+            return 404, "not_found", _page(NOT_FOUND), NOT_FOUND
         if target.verdict(time()) is not _FOLLOW:
-            return await _page(send, method, 410, GONE)
+            return 410, "gone", _page(GONE), GONE
 
         if target.max_visits is not None:
             # The one synchronous step: the visit is taken atomically in storage, so the limit
@@ -96,9 +141,9 @@ class RedirectApp:
                 else:
                     allowed = await self._service.visits(code) < target.max_visits
             except StorageUnavailable:
-                return await _page(send, method, 503, UNAVAILABLE, (b"retry-after", b"5"))
+                return 503, "unavailable", _page(UNAVAILABLE, _RETRY), UNAVAILABLE
             if not allowed:
-                return await _page(send, method, 410, GONE)
+                return 410, "gone", _page(GONE), GONE
         elif method == "GET":
             self._visits.record(code)
 
@@ -106,13 +151,13 @@ class RedirectApp:
         headers = [(b"location", target.location.encode("ascii")), _EMPTY]
         if status in PERMANENT_STATUSES:
             headers.append(self._permanent_cache)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
-        return None
+        return status, outcome, headers, b""
 
 
-async def _page(send: Any, method: str, status: int, body: bytes,
-                *extra: tuple[bytes, bytes]) -> None:
-    headers = [_HTML, _NO_CACHE, (b"content-length", str(len(body)).encode()), *extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+OUTCOMES = ("hit", "miss", "not_found", "gone", "unavailable")
+_RETRY = (b"retry-after", b"5")
+
+
+def _page(body: bytes, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    """Headers for one of the prebuilt HTML pages (404, 410, 503)."""
+    return [_HTML, _NO_CACHE, (b"content-length", str(len(body)).encode()), *extra]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from time import perf_counter
 from typing import Any
 
 from snip.domain import codes, links, urls
@@ -243,17 +244,23 @@ class LinkService:
     async def ping(self) -> None:
         await self._repo.ping()
 
-    async def health(self) -> dict[str, str]:
-        """Each dependency's state: `ok`, `unavailable`, or absent when not configured."""
-        state = {"database": "ok"}
-        try:
-            await self._repo.ping()
-        except Exception:
-            state["database"] = "unavailable"
+    async def health(self) -> dict[str, dict[str, Any]]:
+        """Each dependency's state and how long it took to answer; Redis only when configured."""
+        state = {"database": await _check(self._repo.ping)}
         if self._shared is not None:
-            try:
-                await self._shared.ping()
-                state["redis"] = "ok"
-            except Exception:
-                state["redis"] = "unavailable"
+            state["redis"] = await _check(self._shared.ping)
         return state
+
+    async def stats(self) -> tuple[int, int | None]:
+        """(links stored, database size in bytes if known)."""
+        return await self._repo.stats()
+
+
+async def _check(ping: Callable[[], Awaitable[None]]) -> dict[str, Any]:
+    start = perf_counter()
+    try:
+        await ping()
+    except Exception as exc:
+        return {"status": "unavailable", "error": type(exc).__name__,
+                "latency_ms": round((perf_counter() - start) * 1000, 2)}
+    return {"status": "ok", "latency_ms": round((perf_counter() - start) * 1000, 2)}

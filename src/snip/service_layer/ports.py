@@ -58,6 +58,9 @@ class LinkRepository(Protocol):
     async def ping(self) -> None:
         """Raise if storage cannot be reached."""
 
+    async def stats(self) -> tuple[int, int | None]:
+        """(links stored, size on disk in bytes or None if unknown)."""
+
 
 class Miss(enum.Enum):
     """Returned by `RedirectCache.get` when the cache knows nothing about a code."""

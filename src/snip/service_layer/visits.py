@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from time import monotonic
 
 from snip.service_layer.ports import LinkRepository
 
@@ -23,10 +24,18 @@ class VisitCounter:
         self._interval = interval
         self._pending: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
+        self._oldest: float | None = None  # when the oldest unwritten visit was counted
+        self.written = 0
 
     def record(self, code: str) -> None:
         pending = self._pending
+        if not pending:
+            self._oldest = monotonic()
         pending[code] = pending.get(code, 0) + 1
+
+    def lag(self) -> float:
+        """Seconds since the oldest visit not yet written was counted (0 when none is)."""
+        return 0.0 if self._oldest is None or not self._pending else monotonic() - self._oldest
 
     @property
     def pending(self) -> int:
@@ -36,12 +45,16 @@ class VisitCounter:
         if not self._pending:
             return
         batch, self._pending = self._pending, {}
+        oldest, self._oldest = self._oldest, None
         try:
             await self._repo.add_visits(batch)
         except Exception:
+            if not self._pending:
+                self._oldest = oldest
             for code, n in batch.items():
                 self._pending[code] = self._pending.get(code, 0) + n
             raise
+        self.written += sum(batch.values())
 
     async def _run(self) -> None:
         while True:

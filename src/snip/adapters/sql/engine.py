@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, ExceptionContext, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
 
 ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
@@ -34,18 +37,72 @@ def make_engine(
     statement_timeout: float = 5.0,
     echo: bool = False,
 ) -> AsyncEngine:
-    """An engine that fails fast: a dead or frozen database gives an error in seconds, not a hang."""
+    """An engine that fails fast: a dead or frozen database gives an error in seconds, not a hang.
+
+    And one that recovers by itself: connections the database dropped or stopped answering on
+    are thrown away and replaced, so snip needs no restart when the database is back.
+    """
     url = async_url(database_url)
     # A steady pool: overflow connections are opened and closed per burst of cache misses,
     # which for SQLite means a new thread and its PRAGMAs each time.
+    # No pool_pre_ping: it costs a round trip (asyncpg: three) on every checkout, i.e. on every
+    # cache-miss redirect, and `_recover_postgres` gets the same recovery without one.
     kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": False, "pool_size": pool_size,
                               "max_overflow": pool_size, "pool_timeout": connect_timeout}
     if url.get_backend_name() == "postgresql":
+        # `timeout` bounds opening a connection (refused: at once; frozen or unroutable: this
+        # long), `command_timeout` every statement, COMMIT and ROLLBACK included.
         kwargs["connect_args"] = {"timeout": connect_timeout, "command_timeout": statement_timeout}
     engine = create_async_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         _tune_sqlite(engine)
+    else:
+        _recover_postgres(engine)
     return engine
+
+
+def _recover_postgres(engine: AsyncEngine) -> None:
+    """Pool hooks so that a restarted, stopped or frozen PostgreSQL costs one quick error at most.
+
+    - A connection the server closed (restart, `pg_ctl stop`, failover, pg_terminate_backend) is
+      known to asyncpg as soon as the close arrives: the `checkout` hook hands it back as
+      disconnected, and SQLAlchemy retries the checkout on a new connection. This is free (no
+      round trip), so the first request after the database returns succeeds.
+    - A statement that timed out (the server is frozen, unreachable or stuck) costs no more than
+      `command_timeout`: SQLAlchemy already drops such a connection rather than roll back on it,
+      and here its socket is aborted at once rather than closed gracefully, which would wait
+      2 s more for a frozen server. (The cost: a query that is merely slow is not cancelled on
+      the server; it ends when it next writes to the dead socket, or at the server's own
+      statement_timeout if the operator sets one, e.g. ALTER ROLE snip SET statement_timeout.)
+    Disconnects SQLAlchemy recognises itself (asyncpg reports the connection closed) invalidate
+    the whole pool, as by default: after a restart, every older connection is dead.
+    """
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(_dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        driver = record.driver_connection
+        if driver is not None and driver.is_closed():
+            raise DisconnectionError("PostgreSQL closed this pooled connection")
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> None:
+        connection = context.connection
+        if connection is None or connection.invalidated:
+            return
+        error = context.original_exception
+        if isinstance(error, TimeoutError):  # (a subclass of OSError: test it first)
+            # `command_timeout` fired. SQLAlchemy counts a TimeoutError as a disconnect of this
+            # connection only (the server may just be slow for this one statement) and will
+            # close it; abort its socket first, or the "graceful" close waits 2 s on a frozen
+            # server for an answer to asyncpg's cancel request and Terminate message.
+            context.is_disconnect = True
+            context.invalidate_pool_on_disconnect = False
+            with contextlib.suppress(Exception):
+                connection.connection.driver_connection.terminate()  # type: ignore[union-attr]
+        elif isinstance(error, OSError):
+            # A socket error mid-statement, raised by asyncpg as is (not as a DBAPI error, so
+            # SQLAlchemy's `is_disconnect` does not look at it): the connection is gone.
+            context.is_disconnect = True
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:

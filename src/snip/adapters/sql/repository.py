@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Select, and_, bindparam, delete, exists, func, insert, or_, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from snip.adapters.sql.schema import link_tags, links
@@ -72,8 +75,8 @@ class SqlLinkRepository:
                 yield conn
         except IntegrityError:
             raise
-        except (DBAPIError, OSError, TimeoutError) as exc:
-            if isinstance(exc, DBAPIError) and not _is_unavailable(exc):
+        except _MAYBE_UNAVAILABLE as exc:
+            if not _is_unavailable(exc):
                 raise
             raise StorageUnavailable("the database is unavailable; try again shortly") from exc
 
@@ -120,8 +123,8 @@ class SqlLinkRepository:
         try:
             async with self._engine.connect() as conn:
                 row = (await conn.execute(_TARGET, {"code": code})).first()
-        except (DBAPIError, OSError, TimeoutError) as exc:
-            if isinstance(exc, DBAPIError) and not _is_unavailable(exc):
+        except _MAYBE_UNAVAILABLE as exc:
+            if not _is_unavailable(exc):
                 raise
             raise StorageUnavailable("the database is unavailable; try again shortly") from exc
         if row is None:
@@ -242,18 +245,50 @@ class SqlLinkRepository:
                 chunk = items[start:start + VISIT_CHUNK]
                 await conn.execute(_ADD_VISITS, [{"b_code": c, "b_n": n} for c, n in chunk])
 
+    async def stats(self) -> tuple[int, int | None]:
+        """(links stored, database size on disk in bytes, if known) for metrics."""
+        async with self._begin() as conn:
+            total = int(await conn.scalar(select(func.count()).select_from(links)) or 0)
+            if conn.dialect.name == "postgresql":
+                size = await conn.scalar(text("SELECT pg_database_size(current_database())"))
+                return total, int(size)
+        path = self._engine.url.database
+        if not path or path == ":memory:":
+            return total, None
+        return total, await asyncio.to_thread(_files_size, path, path + "-wal")
+
     async def ping(self) -> None:
         async with self._begin() as conn:
             await conn.execute(select(1))
+
+
+def _files_size(*paths: str) -> int:
+    return sum(os.path.getsize(p) for p in paths if os.path.exists(p))
 
 
 def _escape_like(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _is_unavailable(exc: DBAPIError) -> bool:
+# What a database that is down, restarting, frozen or overloaded raises. asyncpg's socket errors
+# and timeouts (connect and `command_timeout`) come through SQLAlchemy unwrapped; PoolTimeout is
+# SQLAlchemy's own when every pooled connection is busy (stuck) for `pool_timeout` seconds.
+_MAYBE_UNAVAILABLE = (DBAPIError, OSError, TimeoutError, PoolTimeout)
+# SQLSTATE classes that mean "try again later", not "bad statement": 08 connection exception
+# (asyncpg's ConnectionDoesNotExistError is 08003), 53 insufficient resources (53300 too many
+# connections), 57 operator intervention (57P01 admin shutdown, 57P03 cannot connect now:
+# starting up / shutting down / in recovery, 57014 statement timeout or cancel).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57")
+
+
+def _is_unavailable(exc: Exception) -> bool:
     """Connection-level failures (as opposed to a bad statement) mean 'try again later'."""
-    if exc.connection_invalidated:
+    if not isinstance(exc, DBAPIError):
+        return True  # socket error, timeout, pool exhausted
+    if exc.connection_invalidated or isinstance(exc.orig, (OSError, TimeoutError)):
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)  # PostgreSQL; SQLite has none
+    if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
         return True
     text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
     markers = ("connection", "could not connect", "timeout", "timed out", "locked", "busy",
