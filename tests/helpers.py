@@ -12,11 +12,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -212,3 +216,149 @@ def serving(cwd: Path, env: Mapping[str, str], *, workers: int | None = None,
             server.stop()
         raise
     server.assert_stopped_cleanly()
+
+
+# -- many requests at the same moment -------------------------------------------------------------
+
+
+def wait_for_log(server: Server, text: str, timeout: float = 10.0) -> None:
+    """Wait until `text` appears in the server's log (fail with the log after `timeout` s)."""
+    deadline = time.monotonic() + timeout
+    while text not in server.log():
+        if time.monotonic() > deadline or server.process.poll() is not None:
+            raise AssertionError(f"{text!r} not in the log within {timeout} s\n"
+                                 f"--- log ---\n{server.log()}")
+        time.sleep(0.05)
+
+
+def all_at_once(n: int, method: str, url: str, body: Any = None, *,
+                timeout: float = 30.0) -> list[Reply]:
+    """`n` requests released together: all `n` connections are open before any request is sent.
+
+    `body` (JSON) may be a function of the request's index. Every reply comes back, in order;
+    a connection that cannot be opened or answered within `timeout` s fails the call.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    barrier = threading.Barrier(n, timeout=timeout)
+
+    def send(i: int) -> Reply:
+        connection = HTTPConnection(host, port, timeout=timeout)
+        try:
+            connection.connect()
+            payload = body(i) if callable(body) else body
+            data = None if payload is None else json.dumps(payload).encode()
+            headers = {} if data is None else {"Content-Type": "application/json"}
+            barrier.wait()
+            connection.request(method, target, body=data, headers=headers)
+            response = connection.getresponse()
+            return Reply(response.status, _lower(response.getheaders()), response.read())
+        except BaseException:
+            barrier.abort()
+            raise
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(send, range(n), timeout=timeout * 3))
+
+
+# -- a long-running CLI command (`snip probe` in loop mode) ---------------------------------------
+
+
+@dataclass
+class CliProcess:
+    """A `python -m snip ...` process in its own session, stdout and stderr to files."""
+
+    process: subprocess.Popen[bytes]
+    stdout_path: Path
+    stderr_path: Path
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace") if self.stdout_path.exists() else ""
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM, wait up to `timeout` s (else SIGKILL its group and fail); the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise AssertionError(f"{self.process.args!r} ignored SIGTERM for {timeout} s\n"
+                                     f"--- stderr ---\n{self.stderr()}") from None
+        return int(self.process.returncode)
+
+    def kill(self) -> None:
+        """SIGKILL its process group, if it still runs (idempotent)."""
+        if self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+
+
+def start_cli(*args: str, env: Mapping[str, str], cwd: Path, name: str = "cli") -> CliProcess:
+    """Start `python -m snip ARGS` in the background (`name`.out and `name`.err in `cwd`)."""
+    stdout_path, stderr_path = cwd / f"{name}.out", cwd / f"{name}.err"
+    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+        process = subprocess.Popen([sys.executable, "-m", "snip", *args], cwd=cwd, env=dict(env),
+                                   stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+    return CliProcess(process, stdout_path, stderr_path)
+
+
+def metric_samples(text: str) -> dict[str, float]:
+    """Prometheus text exposition as {'name{labels}': value}, comments left out."""
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def many_requests(n: int, method: str, url: str, body: Any = None, *, in_flight: int = 50,
+                  timeout: float = 120.0) -> list[Reply]:
+    """`n` requests, `in_flight` at a time, each thread on one keep-alive connection.
+
+    Cheap on the client (stdlib http.client), so a load test measures the server. `body` (JSON)
+    may be a function of the request's index; the replies come back in order. The whole run
+    must end within `timeout` s.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    deadline = time.monotonic() + timeout
+    replies: list[Reply | None] = [None] * n
+    indexes = iter(range(n))
+    lock = threading.Lock()
+
+    def sender(_: int) -> None:
+        connection = HTTPConnection(host, port, timeout=min(30.0, timeout))
+        try:
+            while time.monotonic() < deadline:
+                with lock:
+                    i = next(indexes, None)
+                if i is None:
+                    return
+                payload = body(i) if callable(body) else body
+                data = None if payload is None else json.dumps(payload).encode()
+                headers = {} if data is None else {"Content-Type": "application/json"}
+                connection.request(method, target, body=data, headers=headers)
+                response = connection.getresponse()
+                replies[i] = Reply(response.status, _lower(response.getheaders()), response.read())
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=in_flight) as pool:
+        for done in pool.map(sender, range(in_flight), timeout=timeout + 30):
+            assert done is None
+    missing = sum(reply is None for reply in replies)
+    assert not missing, f"{missing} of {n} requests not sent within {timeout} s"
+    return [reply for reply in replies if reply is not None]
