@@ -326,8 +326,12 @@ class SnipMetrics:
                 await scrape()
             except Exception:
                 log.warning("a scrape-time metric failed", exc_info=True)
-        for refresh in self._before_write:
-            refresh()
+        # Write this process's file first: every file then only grows, so a later scrape
+        # answered by another worker can never show a smaller counter than this one.
+        try:
+            self.write()
+        except OSError:
+            log.warning("could not write metrics to %s", self._file, exc_info=True)
         own = self.registry.snapshot()
         families = merge(self.registry, own, self._others())
         return generate_latest(_Collected(families))
