@@ -290,10 +290,11 @@ def _is_unavailable(exc: Exception) -> bool:
     sqlstate = getattr(exc.orig, "sqlstate", None)  # PostgreSQL; SQLite has none
     if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
         return True
-    text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+    # SQLite (no SQLSTATE): "database is locked" past busy_timeout, and the like.
+    message = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
     markers = ("connection", "could not connect", "timeout", "timed out", "locked", "busy",
                "terminat", "shutting down", "refused", "closed", "the database system is")
-    return any(m in text for m in markers)
+    return any(m in message for m in markers)
 
 
 def _link(row: Any, tags: tuple[str, ...]) -> Link:
