@@ -7,6 +7,7 @@ import contextlib
 import logging
 from time import monotonic
 
+from snip.domain.errors import StorageUnavailable
 from snip.service_layer.ports import LinkRepository
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,23 @@ class VisitCounter:
         self.written += sum(batch.values())
 
     async def _run(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(self._interval)
             try:
                 await self.flush()
+            except StorageUnavailable:
+                if not failing:  # one line per outage, not one per interval
+                    log.warning("visit counts cannot be written (database unavailable); "
+                                "kept in memory, %d pending", self.pending)
+                failing = True
             except Exception:
-                log.warning("visit flush failed; counts kept for the next try", exc_info=True)
+                log.exception("visit flush failed; counts kept for the next try")
+                failing = True
+            else:
+                if failing:
+                    log.info("visit counts written again after a failure")
+                failing = False
 
     def start(self) -> None:
         if self._task is None:
