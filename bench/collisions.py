@@ -40,10 +40,23 @@ HEX = "0123456789abcdef"
 MAX_TRIES = 8  # snip gives up after 8 colliding codes and reports the code space as too full
 
 COUNTS = (1_000_000, 100_000_000, 10_000_000_000)
-RANDOM_SCHEMES = (("base62", 62, 6), ("base62", 62, 7), ("base62", 62, 8),
-                  ("base36", 36, 7), ("base36", 36, 8), ("base36", 36, 9))
-HASH_SCHEMES = (("hex", 16, 7), ("hex", 16, 8), ("base62", 62, 6), ("base62", 62, 7),
-                ("base62", 62, 8), ("base62", 62, 10), ("base62", 62, 12))
+RANDOM_SCHEMES = (
+    ("base62", 62, 6),
+    ("base62", 62, 7),
+    ("base62", 62, 8),
+    ("base36", 36, 7),
+    ("base36", 36, 8),
+    ("base36", 36, 9),
+)
+HASH_SCHEMES = (
+    ("hex", 16, 7),
+    ("hex", 16, 8),
+    ("base62", 62, 6),
+    ("base62", 62, 7),
+    ("base62", 62, 8),
+    ("base62", 62, 10),
+    ("base62", 62, 12),
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,10 +165,7 @@ def table_never_checked() -> None:
 
 
 def table_snip() -> None:
-    print(
-        "## (b) snip: random code + UNIQUE constraint + retry "
-        f"(at most {MAX_TRIES} tries per create)\n"
-    )
+    print(f"## (b) snip: random code + UNIQUE constraint + retry (at most {MAX_TRIES} tries per create)\n")
     print(
         "p = n/N is the chance that a new random code hits one of the n existing codes; it is "
         "also the chance that a guessed code leads to some link. Extra tries per create = "
@@ -174,8 +184,9 @@ def table_snip() -> None:
         for n in COUNTS:
             p = n / space
             if p >= 1:
-                print(f"| {scheme_name(alpha, length)} | {fcount(n)} | more links than codes "
-                      "| – | 1 | – | – |")
+                print(
+                    f"| {scheme_name(alpha, length)} | {fcount(n)} | more links than codes | – | 1 | – | – |"
+                )
                 continue
             print(
                 f"| {scheme_name(alpha, length)} | {fcount(n)} | {fp(p)} | {p / (1 - p):.2g} "
@@ -221,20 +232,22 @@ def table_hash() -> None:
     for alpha, base, length in HASH_SCHEMES:
         space = base**length
         cells = " | ".join(
-            f"{fp(p_any(n, space))} / {fn(pairs(n, space))} / {fp(min(1.0, n / space))}"
-            for n in COUNTS
+            f"{fp(p_any(n, space))} / {fn(pairs(n, space))} / {fp(min(1.0, n / space))}" for n in COUNTS
         )
         print(f"| {scheme_name(alpha, length)} | {length * math.log2(base):.1f} | {cells} |")
     print()
     print("Shortest hash-derived code that keeps P(any two URLs share a code) below a bound:\n")
     bounds = (0.01, 1e-6, 1e-9)
-    print("| Distinct URLs | " + " | ".join(f"base62, P < {b:g}" for b in bounds)
-          + " | " + " | ".join(f"hex, P < {b:g}" for b in bounds) + " |")
+    print(
+        "| Distinct URLs | "
+        + " | ".join(f"base62, P < {b:g}" for b in bounds)
+        + " | "
+        + " | ".join(f"hex, P < {b:g}" for b in bounds)
+        + " |"
+    )
     print("|---:|" + "---:|" * (2 * len(bounds)))
     for n in COUNTS:
-        cells = [str(length_for(n, 62, b)) for b in bounds] + [
-            str(length_for(n, 16, b)) for b in bounds
-        ]
+        cells = [str(length_for(n, 62, b)) for b in bounds] + [str(length_for(n, 16, b)) for b in bounds]
         print(f"| {fcount(n)} | " + " | ".join(cells) + " |")
     print()
 
@@ -256,8 +269,10 @@ def empirical_counts(lengths: tuple[int, ...], n: int) -> None:
         "n − N(1 − (1 − 1/N)^n). Pairs = Σ over codes of C(count, 2); expected = n(n−1)/2N. "
         "σ ≈ √expected for these near-Poisson counts.\n"
     )
-    print("| Length | N | Duplicates: observed | expected | (obs−exp)/σ "
-          "| Pairs: observed | expected | (obs−exp)/σ | Time |")
+    print(
+        "| Length | N | Duplicates: observed | expected | (obs−exp)/σ "
+        "| Pairs: observed | expected | (obs−exp)/σ | Time |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for length in lengths:
         space = 62**length
@@ -282,8 +297,10 @@ def empirical_retries(lengths: tuple[int, ...], n: int) -> None:
         "Retries = codes drawn that were already taken; expected = Σ_{k<n} k/(N−k), summed "
         f"exactly. Creates that would have given up after {MAX_TRIES} tries are counted too.\n"
     )
-    print("| Length | N | Final fill n/N | Retries: observed | expected | (obs−exp)/σ "
-          f"| Most tries for one create | Creates out of tries (> {MAX_TRIES}) |")
+    print(
+        "| Length | N | Final fill n/N | Retries: observed | expected | (obs−exp)/σ "
+        f"| Most tries for one create | Creates out of tries (> {MAX_TRIES}) |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for length in lengths:
         space = 62**length
@@ -323,12 +340,12 @@ def empirical_any(length: int, n: int, trials: int) -> None:
     expected = p_any(n, space)
     sigma = math.sqrt(expected * (1 - expected) / trials)
     print(f"## Empirical check 3: P(at least one pair) for {n:,} codes of length {length}\n")
-    print("| Trials | Trials with a collision | Observed P | Formula 1 − exp(−n(n−1)/2N) "
-          "| (obs−exp)/σ |")
+    print("| Trials | Trials with a collision | Observed P | Formula 1 − exp(−n(n−1)/2N) | (obs−exp)/σ |")
     print("|---:|---:|---:|---:|---:|")
     observed = hits / trials
-    print(f"| {trials:,} | {hits:,} | {observed:.3f} | {expected:.3f} "
-          f"| {(observed - expected) / sigma:+.2f} |")
+    print(
+        f"| {trials:,} | {hits:,} | {observed:.3f} | {expected:.3f} | {(observed - expected) / sigma:+.2f} |"
+    )
     print()
 
 
@@ -346,8 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     print("# Collision odds for short codes\n")
     print(f"Command: `python3 {shlex.join(['bench/collisions.py', *sys.argv[1:]])}`\n")
     print(f"- Date (UTC): {datetime.now(UTC).strftime('%Y-%m-%d %H:%M')}")
-    print(f"- Python: {platform.python_implementation()} {platform.python_version()} on "
-          f"{platform.platform()}\n")
+    print(
+        f"- Python: {platform.python_implementation()} {platform.python_version()} on {platform.platform()}\n"
+    )
     print("Counts: 1M = 10^6, 100M = 10^8, 10B = 10^10 links (B = billion, T = 10^12).\n")
     table_never_checked()
     table_snip()

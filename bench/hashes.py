@@ -6,7 +6,10 @@ classes (short ~30 bytes, typical ~100 bytes, long ~1,000 bytes), and for compar
 
 * the digest exactly as snip stores it (str -> UTF-8 -> sha256 -> hex),
 * deriving a 7-character base62 code from a hash (digest -> first 8 bytes -> int -> base62),
-* drawing a random 7-character base62 code from `secrets` (as snip does).
+* drawing a random 7-character base62 code from `secrets` (as snip does),
+* for scale: one create (INSERT + COMMIT) and one lookup by code in SQLite through the
+  stdlib `sqlite3` module, with the pragmas snip sets (WAL, synchronous=NORMAL). This is a
+  lower bound for snip's storage cost: no SQLAlchemy, no async driver, no network.
 
 Every figure is the median over the repeats (timeit), with the min and max, in nanoseconds
 per URL. The loop that walks the corpus is included in every row; the "loop only" row shows
@@ -27,13 +30,14 @@ import platform
 import random
 import secrets
 import shlex
+import sqlite3
 import ssl
 import statistics
 import string
 import sys
+import tempfile
 import time
 import timeit
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase  # as snip: 0-9A-Za-z
@@ -45,17 +49,90 @@ BITS_PER_CHAR = math.log2(BASE)
 # ---------------------------------------------------------------------------------------------
 # Corpus: normalised URLs as snip would store them (ASCII: punycode host, percent-encoded path).
 
-WORDS = (
-    "about blog news docs guide api v1 v2 users items search product products cart checkout "
-    "article articles post posts category tag tags events 2024 2025 release notes install "
-    "download help support faq account settings profile team careers pricing features login "
-    "share watch video photo gallery report reports dashboard issue issues pull wiki page"
-).split()
+WORDS = tuple(
+    [
+        "about",
+        "blog",
+        "news",
+        "docs",
+        "guide",
+        "api",
+        "v1",
+        "v2",
+        "users",
+        "items",
+        "search",
+        "product",
+        "products",
+        "cart",
+        "checkout",
+        "article",
+        "articles",
+        "post",
+        "posts",
+        "category",
+        "tag",
+        "tags",
+        "events",
+        "2024",
+        "2025",
+        "release",
+        "notes",
+        "install",
+        "download",
+        "help",
+        "support",
+        "faq",
+        "account",
+        "settings",
+        "profile",
+        "team",
+        "careers",
+        "pricing",
+        "features",
+        "login",
+        "share",
+        "watch",
+        "video",
+        "photo",
+        "gallery",
+        "report",
+        "reports",
+        "dashboard",
+        "issue",
+        "issues",
+        "pull",
+        "wiki",
+        "page",
+    ]
+)
 TLDS = ("com", "org", "net", "io", "de", "fr", "co.uk", "dev", "app", "edu")
-QUERY_KEYS = (
-    "utm_source utm_medium utm_campaign utm_content utm_term ref id q page sort lang session "
-    "fbclid gclid mc_eid token redirect_uri state scope client_id response_type filter"
-).split()
+QUERY_KEYS = tuple(
+    [
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+        "utm_content",
+        "utm_term",
+        "ref",
+        "id",
+        "q",
+        "page",
+        "sort",
+        "lang",
+        "session",
+        "fbclid",
+        "gclid",
+        "mc_eid",
+        "token",
+        "redirect_uri",
+        "state",
+        "scope",
+        "client_id",
+        "response_type",
+        "filter",
+    ]
+)
 TOKEN_CHARS = string.ascii_letters + string.digits + "-_"
 
 CLASSES = {
@@ -191,6 +268,43 @@ def measure(
     return results
 
 
+def sqlite_reference(corpus: list[str], repeat: int) -> dict[str, tuple[float, float, float]]:
+    """Median, min and max ns for one create and one lookup by code in a SQLite file."""
+    results: dict[str, list[float]] = {"create": [], "lookup": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        con = sqlite3.connect(os.path.join(tmp, "reference.db"), isolation_level=None)
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
+            con.execute(f"PRAGMA {pragma}")
+        con.execute(
+            "CREATE TABLE links (id INTEGER PRIMARY KEY, code VARCHAR(64) NOT NULL UNIQUE, "
+            "url TEXT NOT NULL, url_digest VARCHAR(64) NOT NULL, reuse_key VARCHAR(160) UNIQUE)"
+        )
+        con.execute("CREATE INDEX ix_links_url_digest ON links (url_digest)")
+        insert = "INSERT INTO links (code, url, url_digest) VALUES (?, ?, ?)"
+        codes: list[str] = []
+        for _ in range(repeat):
+            rows = []
+            for url in corpus:
+                code = random_code_choice()
+                rows.append((code, url, sha256(url.encode()).hexdigest()))
+                codes.append(code)
+            t0 = time.perf_counter_ns()
+            for row in rows:  # one transaction per create, as the service does
+                con.execute("BEGIN")
+                con.execute(insert, row)
+                con.execute("COMMIT")
+            results["create"].append((time.perf_counter_ns() - t0) / len(rows))
+        select = "SELECT url FROM links WHERE code = ?"
+        for _ in range(repeat):
+            sample = random.Random(len(results["lookup"])).sample(codes, len(corpus))
+            t0 = time.perf_counter_ns()
+            for code in sample:
+                con.execute(select, (code,)).fetchone()
+            results["lookup"].append((time.perf_counter_ns() - t0) / len(sample))
+        con.close()
+    return {k: (statistics.median(v), min(v), max(v)) for k, v in results.items()}
+
+
 # ---------------------------------------------------------------------------------------------
 # Reporting
 
@@ -235,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--urls", type=int, help="corpus size (default 10,000; quick 2,000)")
     parser.add_argument("--repeat", type=int, help="timeit repeats (default 7; quick 3)")
     parser.add_argument("--seed", type=int, default=62, help="random seed for the corpus")
+    parser.add_argument("--no-sqlite", action="store_true", help="skip the SQLite reference")
     args = parser.parse_args(argv)
 
     size = args.urls or (2_000 if args.quick else 10_000)
@@ -271,13 +386,32 @@ def main(argv: list[str] | None = None) -> int:
     long_mean = statistics.mean(map(len, corpus["long"]))
     for name, per_class in results.items():
         cells = [cell(*per_class[c]) for c in classes]
-        stmt, digest = CASES[name]
+        digest = CASES[name][1]
         mbps = f"{long_mean / per_class['long'][0] * 1e3:,.0f}" if digest else "–"
         print(f"| {name} | " + " | ".join(cells) + f" | {mbps} |")
     print(
         "\nMB/s = mean long-URL length / median ns per long URL (loop and call overhead "
         "included, so below the raw hash throughput).\n"
     )
+
+    if not args.no_sqlite:
+        print("## For scale: SQLite through the stdlib sqlite3 module\n")
+        ref = sqlite_reference(corpus["mixed"], repeat)
+        print(
+            f"File database in {tempfile.gettempdir()}, WAL, synchronous=NORMAL; the links "
+            "table with a UNIQUE code, a UNIQUE reuse_key and an index on url_digest; "
+            f"{len(corpus['mixed']):,} links per repeat, {repeat} repeats. No SQLAlchemy, "
+            "no async driver, no network: a lower bound for what snip pays per call.\n"
+        )
+        print("| Operation | median ns (min–max) | median µs |")
+        print("|---|---:|---:|")
+        labels = {
+            "create": "create: BEGIN; INSERT; COMMIT",
+            "lookup": "lookup: SELECT url WHERE code = ?",
+        }
+        for key, label in labels.items():
+            print(f"| {label} | {cell(*ref[key])} | {ref[key][0] / 1000:,.1f} |")
+        print()
 
     print("## Digest sizes and base62 lengths\n")
     print(
@@ -287,8 +421,10 @@ def main(argv: list[str] | None = None) -> int:
         "how many characters a hash-derived code needs to avoid collisions between different "
         "URLs is in bench/collisions.py.\n"
     )
-    print("| Function | Digest bytes | Digest bits | Hex chars | Base62 chars for the whole digest "
-          f"| Bits kept by a {CODE_LENGTH}-char code | Collision resistance |")
+    print(
+        "| Function | Digest bytes | Digest bits | Hex chars | Base62 chars for the whole digest "
+        f"| Bits kept by a {CODE_LENGTH}-char code | Collision resistance |"
+    )
     print("|---|---:|---:|---:|---:|---:|---|")
     resistance = {
         "md5": "broken (collisions in seconds)",

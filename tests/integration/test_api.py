@@ -391,3 +391,22 @@ async def test_health_endpoints(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ok"
+
+
+async def test_reuse_never_hands_out_a_link_to_another_url(
+    client: httpx.AsyncClient, snip: Snip
+) -> None:
+    from sqlalchemy import update
+
+    from snip.adapters.sql.schema import links
+
+    first = await create(client, url="https://example.com/mine", reuse=True)
+    # Forge what a digest collision would look like: the reusable link now points elsewhere.
+    async with snip.engine.begin() as conn:
+        await conn.execute(update(links).where(links.c.code == first["code"])
+                           .values(url="https://evil.example/"))
+    again = await client.post("/api/v1/links", json={"url": "https://example.com/mine",
+                                                    "reuse": True})
+    assert again.status_code == 201
+    assert again.json()["code"] != first["code"]
+    assert again.json()["url"] == "https://example.com/mine"

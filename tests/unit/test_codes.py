@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import string
 
 import pytest
@@ -53,8 +52,11 @@ def test_generate_code_refuses_lengths_out_of_bounds(length: int) -> None:
 
 def test_generate_code_never_returns_a_reserved_word(monkeypatch: pytest.MonkeyPatch) -> None:
     # the first draw spells "docs", which /docs would shadow; the next one is kept
-    draws = itertools.chain("docs", "Ab12")
-    monkeypatch.setattr(codes.secrets, "choice", lambda _alphabet: next(draws))
+    def number(code: str) -> int:  # the draw that generate_code writes out as `code`
+        return sum(ALPHABET.index(c) * 62**i for i, c in enumerate(code))
+
+    draws = iter([number("docs"), number("Ab12")])
+    monkeypatch.setattr(codes.secrets, "randbelow", lambda _space: next(draws))
     assert generate_code(4) == "Ab12"
 
 
@@ -145,3 +147,10 @@ def test_every_accepted_custom_code_can_be_looked_up(code: str) -> None:
         return
     assert looks_like_code(accepted)
     assert not is_reserved(accepted)
+
+
+def test_every_character_appears_in_every_position() -> None:
+    # A biased writer of the random number (say, zero padding) would starve some positions.
+    drawn = [generate_code(7) for _ in range(6200)]
+    for position in range(7):
+        assert {code[position] for code in drawn} == set(ALPHABET)

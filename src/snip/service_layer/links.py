@@ -122,6 +122,10 @@ class LinkService:
                                        disabled=False):
             key = links.reuse_key(new.owner, digest)
             existing = await self._repo.get_by_reuse_key(key)
+            if existing is not None and existing.url != url:
+                # Two URLs with one digest: never hand out another URL's link (nor claim the key).
+                log.error("reuse digest collision", extra={"digest": digest})
+                existing, key = None, None
             if existing is not None:
                 if custom is None or custom == existing.code:
                     return Created(existing, created=False)
@@ -140,7 +144,9 @@ class LinkService:
             except DuplicateKey as dup:
                 if dup.field == "reuse_key" and key is not None:
                     winner = await self._repo.get_by_reuse_key(key)
-                    if winner is not None and (custom is None or custom == winner.code):
+                    if winner is not None and winner.url == url and (
+                        custom is None or custom == winner.code
+                    ):
                         return Created(winner, created=False)
                     key = None  # the winner vanished or holds another code: try without the key
                     continue
