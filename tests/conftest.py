@@ -1,8 +1,14 @@
-"""Shared fixtures: a fresh SQLite database per test, the ASGI app, and an HTTP client on it."""
+"""Shared fixtures: a fresh database per test, the ASGI app, and an HTTP client on it.
+
+Every test that uses `settings` (and so `app`, `client`, `snip` or `services`) runs once per
+storage backend: `[sqlite]` on a new file, `[postgresql]` on a new database copied from a
+migrated template (see tests/postgres.py). Without a PostgreSQL server only the `[postgresql]`
+variants skip (on CI=true they fail).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -11,14 +17,41 @@ from asgi_lifespan import LifespanManager
 
 from snip.bootstrap import Snip, create_app, running
 from snip.config import Settings
+from tests.postgres import PostgresDatabases, session_databases
 
 BASE_URL = "http://snip.test"
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresDatabases]:
+    """The PostgreSQL server at SNIP_TEST_POSTGRES_URL with a migrated template (skip if absent).
+
+    Made on first use only, so a run without PostgreSQL tests never connects.
+    """
+    with session_databases() as databases:
+        yield databases
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def postgres_url(postgres: PostgresDatabases) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test, dropped afterwards."""
+    with postgres.database() as url:
+        yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """SNIP_DATABASE_URL for this test: a new SQLite file, or a new PostgreSQL database."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    return f"sqlite:///{tmp_path / 'snip.db'}"
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
     return Settings(
-        database_url=f"sqlite:///{tmp_path / 'snip.db'}",
+        database_url=database_url,
         base_url=BASE_URL,
         visit_flush_interval=0.05,
     )

@@ -71,6 +71,7 @@ def build(settings: Settings | None = None) -> Snip:
         pool_size=settings.db_pool_size,
         connect_timeout=settings.db_connect_timeout,
         statement_timeout=settings.db_statement_timeout,
+        pool_timeout=settings.db_pool_timeout,
     )
     metrics = (
         SnipMetrics(Path(settings.metrics_dir) if settings.metrics_dir else None)

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     db_statement_timeout: float = Field(
         5.0, gt=0, description="Seconds a database statement may take before it is abandoned (503)"
     )
+    db_pool_timeout: float = Field(
+        10.0, gt=0, description="Seconds a request waits for a free database connection (then 503)"
+    )
     redis_url: str | None = Field(
         None,
         description="Redis for the shared cache and cross-process invalidation, e.g. "

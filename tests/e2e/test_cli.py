@@ -130,9 +130,10 @@ def test_bad_configuration_is_reported_not_raised(tmp_path: Path, env: dict[str,
 
 
 async def test_cli_links_are_redirected_by_the_http_app(
-    tmp_path: Path, env: dict[str, str], settings: Settings, client: httpx.AsyncClient
+    tmp_path: Path, settings: Settings, client: httpx.AsyncClient
 ) -> None:
-    assert settings.database_url == env["SNIP_DATABASE_URL"]
+    # The CLI on the database `client` uses: a SQLite file or a PostgreSQL database.
+    env = snip_env(database_url=settings.database_url, base_url=BASE)
     await asyncio.to_thread(snip, tmp_path, env, "shorten", "https://example.com/cli",
                             "--code", "from-cli", "--status", "301")
     short = (await asyncio.to_thread(snip, tmp_path, env, "shorten",

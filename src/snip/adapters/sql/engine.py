@@ -35,6 +35,7 @@ def make_engine(
     pool_size: int = 10,
     connect_timeout: float = 2.0,
     statement_timeout: float = 5.0,
+    pool_timeout: float = 10.0,
     echo: bool = False,
 ) -> AsyncEngine:
     """An engine that fails fast: a dead or frozen database gives an error in seconds, not a hang.
@@ -48,7 +49,10 @@ def make_engine(
     # No pool_pre_ping: it costs a round trip (asyncpg: three) on every checkout, i.e. on every
     # cache-miss redirect, and `_recover_postgres` gets the same recovery without one.
     kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": False, "pool_size": pool_size,
-                              "max_overflow": pool_size, "pool_timeout": connect_timeout}
+                              "max_overflow": pool_size,
+                              # A burst waits its turn for a connection; only a long wait is an
+                              # outage (503), not every request beyond the pool's size.
+                              "pool_timeout": pool_timeout}
     if url.get_backend_name() == "postgresql":
         # `timeout` bounds opening a connection (refused: at once; frozen or unroutable: this
         # long), `command_timeout` every statement, COMMIT and ROLLBACK included.

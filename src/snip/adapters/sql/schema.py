@@ -32,11 +32,15 @@ metadata = MetaData(
 # SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
+Code = String(64).with_variant(String(64, collation="C"), "postgresql")
+
 links = Table(
     "links",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("code", String(64), nullable=False, unique=True),
+    # Codes are case-sensitive identifiers: PostgreSQL must compare and sort them by code
+    # point ("C"), as SQLite does, not by the server's locale (where a, A, b, B interleave).
+    Column("code", Code, nullable=False, unique=True),
     Column("url", Text, nullable=False),
     Column("url_digest", String(64), nullable=False, index=True),
     Column("reuse_key", String(160), nullable=True, unique=True),
