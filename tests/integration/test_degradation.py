@@ -63,6 +63,9 @@ def snip_settings(pg: PgCluster, **settings: str) -> dict[str, str]:
         visit_flush_interval=str(FLUSH_INTERVAL),
         cache_ttl="300",  # a cached link must outlive the outage
         db_pool_size="2",  # 2 + 2 overflow: a burst of requests finds the pool exhausted
+        # ... and waits at most this for a connection: the operator's choice between riding out
+        # a healthy burst (default 10 s) and failing fast in an outage (docs/operations.md).
+        db_pool_timeout=str(CONNECT_TIMEOUT),
         **settings,
     )
 
