@@ -55,6 +55,13 @@ def ensure_env(lock: str) -> None:
     _stamp(lock).touch()
 
 
+def _exec(argv: list[str]) -> int:
+    """Become `argv`, so that signals (Ctrl-C, SIGTERM from a supervisor) reach it directly."""
+    if os.name == "posix":
+        os.execv(argv[0], argv)
+    return subprocess.call(argv, cwd=ROOT)
+
+
 def run(argv: list[str]) -> int:
     if not argv or argv[0] in {"-h", "--help"}:
         print(__doc__)
@@ -62,12 +69,13 @@ def run(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     if command == "test":
         ensure_env("dev.lock")
-        return subprocess.call([str(PY), "-m", "pytest", *rest], cwd=ROOT)
+        os.chdir(ROOT)
+        return _exec([str(PY), "-m", "pytest", *rest])
     if not installed("dev.lock"):  # the test environment holds everything serve needs
         ensure_env("runtime.lock")
     if command == "snip":
         command, rest = (rest[0], rest[1:]) if rest else ("--help", [])
-    return subprocess.call([str(BIN / "snip"), command, *rest])
+    return _exec([str(BIN / "snip"), command, *rest])
 
 
 if __name__ == "__main__":
