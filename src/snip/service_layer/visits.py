@@ -25,6 +25,7 @@ class VisitCounter:
         self._interval = interval
         self._pending: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._oldest: float | None = None  # when the oldest unwritten visit was counted
         self.written = 0
 
@@ -49,7 +50,7 @@ class VisitCounter:
         oldest, self._oldest = self._oldest, None
         try:
             await self._repo.add_visits(batch)
-        except Exception:
+        except BaseException:  # a failure, or a cancellation mid-write: nothing is dropped
             if not self._pending:
                 self._oldest = oldest
             for code, n in batch.items():
@@ -60,7 +61,10 @@ class VisitCounter:
     async def _run(self) -> None:
         failing = False
         while True:
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self._interval)
+            if self._stopping.is_set():
+                return
             try:
                 await self.flush()
             except StorageUnavailable:
@@ -81,9 +85,9 @@ class VisitCounter:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="visit-counter")
 
     async def close(self) -> None:
+        """Stop the loop without cutting a write short, then write what is left."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping.set()
+            await self._task  # a flush in progress finishes (its transaction too)
             self._task = None
         await self.flush()
