@@ -22,7 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.client import HTTPConnection
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+import pytest
 
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
@@ -47,6 +49,13 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def missing(message: str) -> NoReturn:
+    """A service or tool a test needs is absent: skip on a laptop, fail under CI=true."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
 
 
 def sqlite_url(path: Path) -> str:

@@ -25,8 +25,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
-import pytest
 from sqlalchemy.engine import make_url
+
+from tests.helpers import missing
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 URL_VARIABLE = "SNIP_TEST_POSTGRES_URL"
@@ -124,9 +125,7 @@ def require_server(url: str | None = None) -> str:
     if error is None:
         return url
     message = f"PostgreSQL not reachable at {shown(url)}: {error}; set {URL_VARIABLE}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    missing(message)
 
 
 def fetch(url: str, query: str, *args: Any) -> list[asyncpg.Record]:
