@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.client import HTTPConnection
@@ -56,6 +56,23 @@ def missing(message: str) -> NoReturn:
     if os.environ.get("CI") == "true":
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+def terminate(process: subprocess.Popen[Any], timeout: float, what: str,
+              output: Callable[[], str], kill: Callable[[], None]) -> int:
+    """SIGTERM, wait up to `timeout` s, else `kill()` and fail showing `output()`.
+
+    Returns the exit status; calling it again on a stopped process just returns that.
+    """
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            kill()
+            raise AssertionError(f"{what} ignored SIGTERM for {timeout} s\n--- output ---\n"
+                                 f"{output()}") from None
+    return int(process.returncode)
 
 
 def sqlite_url(path: Path) -> str:
@@ -144,16 +161,7 @@ class Server:
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int:
         """SIGTERM, wait up to `timeout` s, then SIGKILL; the exit status (idempotent)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._kill()
-                raise AssertionError(
-                    f"snip serve ignored SIGTERM for {timeout} s\n--- log ---\n{self.log()}"
-                ) from None
-        return int(self.process.returncode)
+        return terminate(self.process, timeout, "snip serve", self.log, self._kill)
 
     def _kill(self) -> None:
         # The server runs in its own process group (workers included); kill that group only.
@@ -292,15 +300,7 @@ class CliProcess:
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int:
         """SIGTERM, wait up to `timeout` s (else SIGKILL its group and fail); the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                raise AssertionError(f"{self.process.args!r} ignored SIGTERM for {timeout} s\n"
-                                     f"--- stderr ---\n{self.stderr()}") from None
-        return int(self.process.returncode)
+        return terminate(self.process, timeout, repr(self.process.args), self.stderr, self.kill)
 
     def kill(self) -> None:
         """SIGKILL its process group, if it still runs (idempotent)."""

@@ -10,7 +10,6 @@ import contextlib
 import math
 import re
 import shutil
-import signal
 import subprocess
 import time
 import urllib.parse
@@ -30,6 +29,7 @@ from tests.helpers import (
     metric_samples,
     missing,
     snip_env,
+    terminate,
     wait_for_log,
 )
 
@@ -103,15 +103,7 @@ class Prometheus:
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int:
         """SIGTERM, wait up to `timeout` s, else SIGKILL and fail; the exit status (idempotent)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                raise AssertionError(f"prometheus ignored SIGTERM for {timeout} s\n"
-                                     f"--- log ---\n{self.log()}") from None
-        return int(self.process.returncode)
+        return terminate(self.process, timeout, "prometheus", self.log, self.kill)
 
     def kill(self) -> None:
         if self.process.poll() is None:
