@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -73,6 +74,14 @@ def terminate(process: subprocess.Popen[Any], timeout: float, what: str,
             raise AssertionError(f"{what} ignored SIGTERM for {timeout} s\n--- output ---\n"
                                  f"{output()}") from None
     return int(process.returncode)
+
+
+def required_binary(name: str, install_hint: str, *also: str) -> str:
+    """The path of a program a test drives (on PATH, or one of `also`), else `missing()`."""
+    found = shutil.which(name) or next((p for p in also if os.access(p, os.X_OK)), None)
+    if found is None:
+        missing(f"{name} is not installed ({install_hint})")
+    return found
 
 
 def sqlite_url(path: Path) -> str:
@@ -141,13 +150,12 @@ def run_cli(*args: str, env: Mapping[str, str], cwd: Path,
 
 
 @dataclass
-class Server:
-    """A running `snip serve` process on loopback."""
+class LoopbackProcess:
+    """A server process of a test, listening on a loopback port, writing to a log file."""
 
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
-    env: dict[str, str] = field(repr=False)
 
     @property
     def base_url(self) -> str:
@@ -158,6 +166,13 @@ class Server:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return "<no log>"
+
+
+@dataclass
+class Server(LoopbackProcess):
+    """A running `snip serve` process on loopback."""
+
+    env: dict[str, str] = field(repr=False)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int:
         """SIGTERM, wait up to `timeout` s, then SIGKILL; the exit status (idempotent)."""

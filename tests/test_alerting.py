@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import missing
+from tests.helpers import required_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -53,11 +52,7 @@ SEVERITIES = {"page", "ticket"}
 # --- promtool ---------------------------------------------------------------------------------
 
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        message = "promtool not installed: apt-get install prometheus"
-        missing(message)
-    return found
+    return required_binary("promtool", "apt-get install prometheus")
 
 
 def run_promtool(*args: str | Path) -> None:

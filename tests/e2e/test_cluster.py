@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import secrets
-import shutil
 import ssl
 import subprocess
 import time
@@ -23,7 +21,7 @@ from tests.helpers import (
     free_port,
     http,
     metric_samples,
-    missing,
+    required_binary,
     serving,
     snip_env,
     sqlite_url,
@@ -35,12 +33,7 @@ SITE = ROOT / "deploy" / "nginx" / "snip.conf"
 
 
 def _nginx() -> str:
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
-                                      else None)
-    if found is None:
-        message = "nginx is not installed (apt-get install nginx)"
-        missing(message)
-    return found
+    return required_binary("nginx", "apt-get install nginx", "/usr/sbin/nginx")
 
 
 def _site(upstreams: list[int], http_port: int, https_port: int, cert: Path, key: Path) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-import shutil
 import subprocess
 import time
 import urllib.parse
@@ -22,12 +21,13 @@ from typing import Any
 import pytest
 
 from tests.helpers import (
+    LoopbackProcess,
     Reply,
     Server,
     free_port,
     http,
     metric_samples,
-    missing,
+    required_binary,
     snip_env,
     terminate,
     wait_for_log,
@@ -61,28 +61,12 @@ LATENCY_P90 = ('histogram_quantile(0.9, sum by (le) '
 
 @pytest.fixture
 def prometheus_binary() -> str:
-    path = shutil.which("prometheus")
-    if path is None:
-        reason = "the `prometheus` binary is not on PATH (Debian: apt-get install prometheus)"
-        missing(reason)
-    return path
+    return required_binary("prometheus", "Debian: apt-get install prometheus")
 
 
 @dataclass
-class Prometheus:
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return "<no log>"
+class Prometheus(LoopbackProcess):
+    """A Prometheus server of the test's own, on a loopback port."""
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         """An instant query through the HTTP API: the result vector (possibly empty)."""
@@ -152,7 +136,7 @@ def _start_prometheus(binary: str, directory: Path, target_port: int,
                 cwd=directory, env=snip_env(), stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
-        prometheus = Prometheus(process, port, log_path)
+        prometheus = Prometheus(port=port, process=process, log_path=log_path)
         if _prometheus_ready(prometheus, READY_TIMEOUT):
             return prometheus
         if process.poll() is None:
