@@ -12,7 +12,7 @@ from time import perf_counter, time
 from typing import Any
 
 from snip.adapters.metrics import SnipMetrics
-from snip.domain.codes import CUSTOM_ALPHABET, MAX_CUSTOM_CODE_LENGTH, RESERVED_WORDS
+from snip.domain.codes import RESERVED_WORDS, looks_like_code
 from snip.domain.errors import StorageUnavailable
 from snip.domain.links import PERMANENT_STATUSES, RedirectTarget, Verdict
 from snip.entrypoints.observe import RequestIds, access_log, client_address
@@ -30,17 +30,11 @@ _HTML = (b"content-type", b"text/html; charset=utf-8")
 _NO_CACHE = (b"cache-control", b"no-cache")
 _EMPTY = (b"content-length", b"0")
 _FOLLOW = Verdict.FOLLOW
-_CODE_CHARS = frozenset(CUSTOM_ALPHABET)
 
 
 def _is_code(segment: str) -> bool:
-    """Could `segment` be a stored code? (Cheaper than a regex on the hot path.)"""
-    return (
-        0 < len(segment) <= MAX_CUSTOM_CODE_LENGTH
-        and segment.isascii()
-        and (segment.isalnum() or _CODE_CHARS.issuperset(segment))
-        and segment not in RESERVED_WORDS
-    )
+    """Could `segment` be a stored code, and not one of snip's own routes?"""
+    return looks_like_code(segment) and segment not in RESERVED_WORDS
 
 
 class RedirectApp:

@@ -247,9 +247,6 @@ class LinkService:
     async def visits(self, code: str) -> int:
         return await self._repo.count_visits(code) or 0
 
-    async def ping(self) -> None:
-        await self._repo.ping()
-
     async def health(self) -> dict[str, dict[str, Any]]:
         """Each dependency's state and how long it took to answer; Redis only when configured."""
         state = {"database": await _check(self._repo.ping)}
