@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import Server, http, run_cli, snip_env
+from tests.helpers import Server, free_port, http, run_cli, snip_env, sqlite_url, terminate
 
 pytestmark = pytest.mark.e2e
 
@@ -117,3 +119,28 @@ def test_help_lists_commands_and_serve_options(tmp_path: Path) -> None:
     for option in ("--host", "--port", "--workers"):
         assert option in serve.stdout
     assert not (tmp_path / "snip.db").exists()  # help touches no database
+
+
+def test_without_a_base_url_short_links_point_where_the_server_listens(tmp_path: Path) -> None:
+    port = free_port()
+    env = snip_env(database_url=sqlite_url(tmp_path / "own.db"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "snip", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if http("GET", f"{base}/healthz", timeout=1).status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "snip serve did not come up"
+            time.sleep(0.1)
+        made = http("POST", f"{base}/shorten", {"url": "https://example.com/own"}).json()
+        assert made["short_url"] == f"{base}/r/{made['code']}"
+        assert http("POST", f"{base}/api/v1/links", {"url": f"{base}/x"}).status == 422
+    finally:
+        terminate(process, 15, "snip serve", lambda: "", process.kill)

@@ -23,6 +23,10 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
         upgrade(settings.database_url)
     # The workers must not race each other on migrations: the parent has just done them.
     os.environ["SNIP_AUTO_MIGRATE"] = "false"
+    if "base_url" not in settings.model_fields_set:
+        # No public origin configured: short links point where this server listens.
+        shown = "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host  # noqa: S104
+        os.environ["SNIP_BASE_URL"] = f"http://{shown}:{port}"
     made_metrics_dir = _metrics_dir(settings)
     loop = Loops.uvloop if importlib.util.find_spec("uvloop") else Loops.asyncio
     try:
