@@ -90,6 +90,27 @@ class Settings(BaseSettings):
         description="Directory where worker processes share metrics; `snip serve` makes one",
     )
 
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Proxies (addresses or networks, JSON list or comma-separated) whose "
+        "X-Forwarded-For/Forwarded headers name the client; empty: the socket peer is the client",
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [v for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_proxies(cls, value: list[str]) -> list[str]:
+        from snip.entrypoints.clients import parse_networks
+
+        parse_networks(value)
+        return value
+
     @field_validator("base_url")
     @classmethod
     def _valid_base_url(cls, value: str) -> str:

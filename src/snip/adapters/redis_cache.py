@@ -35,7 +35,8 @@ def _encode(target: RedirectTarget | None) -> bytes:
     if target is None:
         return NEGATIVE
     return json.dumps(
-        [target.location, target.status, target.expires_at, target.max_visits, target.disabled],
+        [target.location, target.status, target.expires_at, target.max_visits, target.disabled,
+         target.protected, target.blocked],
         separators=(",", ":"),
     ).encode()
 
@@ -43,9 +44,13 @@ def _encode(target: RedirectTarget | None) -> bytes:
 def _decode(code: str, raw: bytes) -> RedirectTarget | None:
     if raw == NEGATIVE:
         return None
-    location, status, expires_at, max_visits, disabled = json.loads(raw)
+    fields = json.loads(raw)
+    location, status, expires_at, max_visits, disabled = fields[:5]
+    # Entries written before the two flags existed read as neither protected nor blocked.
+    protected, blocked = fields[5:7] if len(fields) >= 7 else (False, False)
     return RedirectTarget(code=code, location=location, status=status, expires_at=expires_at,
-                          max_visits=max_visits, disabled=disabled)
+                          max_visits=max_visits, disabled=disabled, protected=protected,
+                          blocked=blocked)
 
 
 class RedisSharedCache:

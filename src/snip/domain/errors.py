@@ -65,3 +65,39 @@ class StorageUnavailable(SnipError):
 
     kind = "storage-unavailable"
     title = "Storage unavailable"
+
+
+class Unauthorized(SnipError):
+    """No valid API key was given where one is needed (missing, unknown, revoked or expired)."""
+
+    kind = "unauthorized"
+    title = "Authentication required"
+
+
+class Forbidden(SnipError):
+    """The key is valid but lacks the scope or role this action needs."""
+
+    kind = "forbidden"
+    title = "Not allowed"
+
+
+class RateLimited(SnipError):
+    """Too many requests from one key or client address; retry after `retry_after` seconds."""
+
+    kind = "rate-limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, limit: int, remaining: int, reset: int,
+                 retry_after: int) -> None:
+        super().__init__(detail)
+        self.limit = limit
+        self.remaining = remaining
+        self.reset = reset
+        self.retry_after = retry_after
+
+
+class BlockedURL(SnipError):
+    """A URL checker (the domain blocklist, or a plugged-in service) refused the destination."""
+
+    kind = "blocked-url"
+    title = "Destination not allowed"

@@ -53,6 +53,8 @@ class Link:
     url_digest: str = ""
     reuse_key: str | None = None
     owner: str = ANONYMOUS_OWNER
+    password_hash: str | None = None  # argon2/bcrypt hash; never the password itself
+    blocked: bool = False  # set when a URL checker (the blocklist) refuses the destination
 
     def verdict(self, now: datetime, visits: int | None = None) -> Verdict:
         """Decide whether the link may be followed at `now`, given `visits` so far."""
@@ -97,6 +99,8 @@ class RedirectTarget:
     expires_at: float | None
     max_visits: int | None
     disabled: bool
+    protected: bool = False  # has a password: the redirect hands the request to the form
+    blocked: bool = False  # its destination was blocked (blocklist, report): a warning page
 
     @classmethod
     def of(cls, link: Link) -> RedirectTarget:
@@ -107,6 +111,8 @@ class RedirectTarget:
             expires_at=link.expires_at.timestamp() if link.expires_at else None,
             max_visits=link.max_visits,
             disabled=link.disabled,
+            protected=link.password_hash is not None,
+            blocked=link.blocked,
         )
 
     def verdict(self, now: float, visits: int = 0) -> Verdict:

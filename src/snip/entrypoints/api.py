@@ -314,7 +314,14 @@ def create_api(svc: LinkService, *, metrics: SnipMetrics | None = None,
     app.state.metrics_token = metrics_token
     problems.install(app)
     problems.document(app, Problem)
+    from snip.entrypoints import api_abuse, api_accounts, api_clicks, api_lifecycle
+
     app.include_router(v1)
+    app.include_router(api_clicks.router)
+    app.include_router(api_accounts.router)
+    app.include_router(api_lifecycle.router)
+    app.include_router(api_abuse.router)
     app.include_router(legacy)
     app.include_router(site)
+    app.include_router(api_lifecycle.pages)  # /{code} for password forms: after every site route
     return app

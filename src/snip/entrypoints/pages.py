@@ -40,6 +40,19 @@ GONE = page(
     "visit limit or was disabled by its owner.</p>",
 ).encode()
 
+BLOCKED = page(
+    "Link blocked",
+    "<h1>This link has been blocked</h1><p>Its destination was reported or matched a "
+    "blocklist of unsafe sites, so snip will not send you there. If you think this is a "
+    "mistake, contact the people who run this service.</p>",
+).encode()
+
+TOO_MANY = page(
+    "Too many requests",
+    "<h1>Too many requests</h1><p>Too many requests for unknown links came from your "
+    "address. Please wait a minute and try again.</p>",
+).encode()
+
 UNAVAILABLE = page(
     "Temporarily unavailable",
     "<h1>Temporarily unavailable</h1><p>snip cannot look this link up right now. "

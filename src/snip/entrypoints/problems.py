@@ -25,6 +25,10 @@ STATUS = {
     errors.LinkNotFound: 404,
     errors.CodeSpaceExhausted: 503,
     errors.StorageUnavailable: 503,
+    errors.Unauthorized: 401,
+    errors.Forbidden: 403,
+    errors.RateLimited: 429,
+    errors.BlockedURL: 422,
 }
 
 # Documented at /problems/{kind}; the `type` member of each problem points there.
@@ -40,6 +44,11 @@ DESCRIPTIONS = {
                            "seconds.",
     "validation-error": "The request body or parameters do not match the API schema. "
                         "`errors` lists each problem.",
+    "unauthorized": "An API key is needed: send `Authorization: Bearer KEY` or `X-Api-Key: KEY`.",
+    "forbidden": "The API key is valid but its role or scopes do not allow this action.",
+    "rate-limited": "Too many requests. Retry after `Retry-After` seconds; `RateLimit-*` headers "
+                    "give the limit, what is left and when it resets.",
+    "blocked-url": "The destination is on the blocklist or was refused by a URL checker.",
     "http-error": "A generic HTTP error.",
 }
 
@@ -54,6 +63,18 @@ def problem(status: int, kind: str, title: str, detail: str, instance: str | Non
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def error_headers(exc: errors.SnipError, status: int) -> dict[str, str] | None:
+    """The headers an error needs: Retry-After on 503 and 429, RateLimit-* on 429, a challenge on 401."""
+    if isinstance(exc, errors.RateLimited):
+        return {"Retry-After": str(exc.retry_after), "RateLimit-Limit": str(exc.limit),
+                "RateLimit-Remaining": str(exc.remaining), "RateLimit-Reset": str(exc.reset)}
+    if status == 503:
+        return {"Retry-After": "5"}
+    if status == 401:
+        return {"WWW-Authenticate": 'Bearer realm="snip"'}
+    return None
+
+
 def _wants_html(request: Request) -> bool:
     return not request.url.path.startswith(("/api/", "/shorten")) and "text/html" in \
         request.headers.get("accept", "")
@@ -65,7 +86,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(errors.SnipError)
     async def _snip_error(request: Request, exc: errors.SnipError) -> Any:
         status = STATUS.get(type(exc), 400)
-        headers = {"Retry-After": "5"} if status == 503 else None
+        headers = error_headers(exc, status)
         if _wants_html(request):
             return HTMLResponse(pages.problem_page(status, exc.title, exc.detail), status,
                                 headers=headers)

@@ -16,9 +16,9 @@ from snip.domain.codes import RESERVED_WORDS, looks_like_code
 from snip.domain.errors import StorageUnavailable
 from snip.domain.links import PERMANENT_STATUSES, RedirectTarget, Verdict
 from snip.entrypoints.observe import RequestIds, access_log, client_address
-from snip.entrypoints.pages import GONE, NOT_FOUND, UNAVAILABLE
+from snip.entrypoints.pages import BLOCKED, GONE, NOT_FOUND, TOO_MANY, UNAVAILABLE
 from snip.service_layer.links import LinkService
-from snip.service_layer.ports import MISS, Miss, RedirectCache
+from snip.service_layer.ports import MISS, Decision, Miss, RateLimiter, RedirectCache
 from snip.service_layer.visits import VisitCounter
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ class RedirectApp:
         metrics: SnipMetrics | None,
         ids: RequestIds,
         access_log_enabled: bool = False,
+        not_found_limiter: RateLimiter | None = None,
     ) -> None:
         self.app = app
         self._service = service
@@ -60,6 +61,8 @@ class RedirectApp:
         self._metrics = metrics
         self._ids = ids
         self._access = access_log_enabled
+        # Unknown codes are rate-limited per client address, against enumeration.
+        self._not_found_limiter = not_found_limiter
         # (route, method, status) → (request counter, latency histogram), made on first use.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         if metrics is not None:
@@ -85,7 +88,10 @@ class RedirectApp:
             return
 
         start = perf_counter()
-        status, outcome, headers, body = await self._answer(code, method, legacy)
+        status, outcome, headers, body = await self._answer(code, method, legacy, scope)
+        if outcome == "protected":  # a password form, served by the app behind
+            await self.app(scope, receive, send)
+            return
         headers.append((b"x-request-id", self._ids.of(scope["headers"])))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
@@ -106,7 +112,7 @@ class RedirectApp:
                             status=status, duration_ms=round((perf_counter() - start) * 1000, 3),
                             client=client_address(scope))
 
-    async def _answer(self, code: str, method: str, legacy: bool
+    async def _answer(self, code: str, method: str, legacy: bool, scope: Scope
                       ) -> tuple[int, str, list[tuple[bytes, bytes]], bytes]:
         """Decide the response: (status, outcome, headers, body)."""
         target: RedirectTarget | Miss | None = self._cache.get(code)
@@ -122,9 +128,18 @@ class RedirectApp:
         elif self._metrics is not None:
             self._memory_hit.inc()
         if target is None:
+            if self._not_found_limiter is not None:
+                decision = await self._not_found_limiter.hit(client_address(scope) or "-")
+                if not decision.allowed:
+                    return 429, "rate_limited", _page(TOO_MANY, *_limit_headers(decision)), \
+                        TOO_MANY
             return 404, "not_found", _page(NOT_FOUND), NOT_FOUND
         if target.verdict(time()) is not _FOLLOW:
             return 410, "gone", _page(GONE), GONE
+        if target.blocked:
+            return 403, "blocked", _page(BLOCKED), BLOCKED
+        if target.protected:
+            return 0, "protected", [], b""
 
         if target.max_visits is not None:
             # The one synchronous step: the visit is taken atomically in storage, so the limit
@@ -148,8 +163,16 @@ class RedirectApp:
         return status, outcome, headers, b""
 
 
-OUTCOMES = ("hit", "miss", "not_found", "gone", "unavailable")
+OUTCOMES = ("hit", "miss", "not_found", "gone", "unavailable", "blocked", "protected",
+            "rate_limited")
 _RETRY = (b"retry-after", b"5")
+
+
+def _limit_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
+    return [(b"retry-after", str(decision.retry_after).encode()),
+            (b"ratelimit-limit", str(decision.limit).encode()),
+            (b"ratelimit-remaining", str(decision.remaining).encode()),
+            (b"ratelimit-reset", str(decision.reset).encode())]
 
 
 def _page(body: bytes, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:

@@ -86,6 +86,24 @@ class RedirectCache(Protocol):
 
 
 
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A rate limiter's answer for one request (RFC draft RateLimit-* header values)."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset: int  # seconds until the window frees capacity again
+    retry_after: int  # seconds to wait when not allowed (0 when allowed)
+
+
+class RateLimiter(Protocol):
+    """Counts requests per key in a window; in-process, or in Redis so limits hold across hosts."""
+
+    async def hit(self, key: str) -> Decision:
+        """Count one request for `key` and say whether it is within the limit."""
+
+
 class SharedCache(Protocol):
     """A cache tier shared by every process (Redis), which also tells the others of changes.
 

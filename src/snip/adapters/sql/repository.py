@@ -32,6 +32,8 @@ _LINK_COLUMNS = (
     links.c.max_visits,
     links.c.visits,
     links.c.disabled,
+    links.c.password_hash,
+    links.c.blocked,
     links.c.created_at,
     links.c.updated_at,
 )
@@ -43,11 +45,11 @@ _ADD_VISITS = (
 # Built once: the redirect's lookup is the one query on the hot path.
 _TARGET = select(
     links.c.url, links.c.redirect_status, links.c.expires_at, links.c.max_visits,
-    links.c.disabled,
+    links.c.disabled, links.c.password_hash.is_not(None), links.c.blocked,
 ).where(links.c.code == bindparam("code"))
 _UPDATABLE = frozenset(
     {"url", "url_digest", "reuse_key", "title", "redirect_status", "expires_at", "max_visits",
-     "disabled", "updated_at"}
+     "disabled", "updated_at", "password_hash", "blocked"}
 )
 
 
@@ -93,6 +95,8 @@ class SqlLinkRepository:
             "max_visits": link.max_visits,
             "visits": link.visits,
             "disabled": link.disabled,
+            "password_hash": link.password_hash,
+            "blocked": link.blocked,
             "created_at": _to_db(link.created_at),
             "updated_at": _to_db(link.updated_at),
         }
@@ -129,11 +133,12 @@ class SqlLinkRepository:
             raise StorageUnavailable("the database is unavailable; try again shortly") from exc
         if row is None:
             return None
-        url, status, expires_at, max_visits, disabled = row
+        url, status, expires_at, max_visits, disabled, protected, blocked = row
         expires = _utc(expires_at)
         return RedirectTarget(code=code, location=url, status=int(status),
                               expires_at=expires.timestamp() if expires else None,
-                              max_visits=max_visits, disabled=bool(disabled))
+                              max_visits=max_visits, disabled=bool(disabled),
+                              protected=bool(protected), blocked=bool(blocked))
 
     async def get_by_reuse_key(self, key: str) -> Link | None:
         async with self._begin() as conn:
@@ -311,6 +316,8 @@ def _link(row: Any, tags: tuple[str, ...]) -> Link:
         max_visits=row["max_visits"],
         visits=int(row["visits"]),
         disabled=bool(row["disabled"]),
+        password_hash=row["password_hash"],
+        blocked=bool(row["blocked"]),
         created_at=_utc(row["created_at"]),  # type: ignore[arg-type]
         updated_at=_utc(row["updated_at"]),  # type: ignore[arg-type]
     )

@@ -51,6 +51,8 @@ links = Table(
     Column("max_visits", BigInteger, nullable=True),
     Column("visits", BigInteger, nullable=False, server_default=text("0")),
     Column("disabled", Boolean, nullable=False, server_default=false()),
+    Column("password_hash", String(255), nullable=True),
+    Column("blocked", Boolean, nullable=False, server_default=false()),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_links_created_at", "created_at"),
