@@ -70,3 +70,52 @@ link_tags = Table(
     Column("tag", String(50), primary_key=True),
     Index("ix_link_tags_tag", "tag"),
 )
+
+# -- clicks (issue 4) ------------------------------------------------------------------------
+
+# One row per recorded click. `id` is a UUIDv7 made when the click happened, so a batch that
+# is written twice (a redelivered stream entry, a retried flush) inserts nothing the second time.
+# No foreign key to links: clicks outlive a deleted link's row until retention purges them.
+clicks = Table(
+    "clicks",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("code", Code, nullable=False),
+    Column("ts", DateTime(timezone=True), nullable=False),
+    Column("referrer_host", String(255), nullable=True),
+    Column("referrer", String(500), nullable=True),
+    Column("user_agent", String(500), nullable=True),
+    Column("browser", String(64), nullable=True),
+    Column("os", String(64), nullable=True),
+    Column("device", String(16), nullable=True),  # desktop, mobile, tablet, bot, other
+    Column("is_bot", Boolean, nullable=False, server_default=false()),
+    Column("bot_reason", String(32), nullable=True),  # user-agent, head, prefetch
+    Column("ip", String(45), nullable=True),  # per SNIP_IP_TRACKING: none, /24-/48, or full
+    Column("country", String(2), nullable=True),  # ISO 3166 alpha-2, with SNIP_GEOIP_DB
+    Index("ix_clicks_code_ts", "code", "ts"),
+    Index("ix_clicks_ts", "ts"),
+)
+
+# Visit counters for links without a limit, spread over shards so that concurrent writers
+# (processes, hosts) do not queue on one hot row. A link's visits = links.visits + sum(clicks).
+link_counters = Table(
+    "link_counters",
+    metadata,
+    Column("code", Code, primary_key=True),
+    Column("shard", SmallInteger, primary_key=True),
+    Column("clicks", BigInteger, nullable=False, server_default=text("0")),
+)
+
+# Daily rollups, written when raw clicks are purged, so stats stay right after retention.
+# dimension: total, referrer, browser, os, device, country; value '' for total.
+click_daily = Table(
+    "click_daily",
+    metadata,
+    Column("code", Code, primary_key=True),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD, UTC
+    Column("dimension", String(16), primary_key=True),
+    Column("value", String(255), primary_key=True),
+    Column("humans", BigInteger, nullable=False, server_default=text("0")),
+    Column("bots", BigInteger, nullable=False, server_default=text("0")),
+    Index("ix_click_daily_day", "day"),
+)
