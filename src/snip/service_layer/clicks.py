@@ -1,0 +1,264 @@
+"""The click recorder: the redirect appends a click to a bounded queue; a background task writes.
+
+`record()` is the only part on the hot path: a length check and a deque append of what the
+request already holds (code, time, the ASGI scope). Everything else (user-agent parsing, bot
+detection, the client address through trusted proxies, anonymising, GeoIP) happens in the
+writer, in batches, off the request. A batch goes to a `ClickSink`: the database directly, or a
+Redis stream that `snip worker` drains (distributed mode).
+
+Guarantees (kept from the visit counter this replaces):
+- a failed write keeps its batch, in order, for the next try; so does a write cancelled midway;
+- `close()` lets a write in progress finish, then writes everything still queued;
+- the queue is bounded (`SNIP_CLICKS_QUEUE_SIZE`, batches waiting for a retry included): when
+  it is full a click is counted in `dropped` (`snip_clicks_dropped_total`), never silently lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from time import time
+from typing import Any, Protocol
+
+from snip.domain.clicks import (
+    Click,
+    IpTracking,
+    bot_reason,
+    classify_agent,
+    crop_agent,
+    new_click_id,
+    split_referrer,
+    tracked_ip,
+)
+from snip.domain.errors import StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+# What the redirect captures: (code, time, ASGI scope, counted).
+Raw = tuple[str, float, Scope, bool]
+MAX_REFUSALS = 5  # a batch storage refuses (not: is unavailable) this often is dropped, counted
+
+
+class ClickSink(Protocol):
+    """Where batches of clicks go: the database, or a stream that a worker drains into it."""
+
+    async def write(self, batch: Sequence[Click]) -> int:
+        """Store `batch` (idempotent on click ids); how many clicks were accepted."""
+
+
+class ClickEnricher:
+    """Turns a captured request into a `Click`: headers, client address, privacy, country."""
+
+    def __init__(self, *, ip_tracking: IpTracking = "anonymized",
+                 client_of: Callable[[Scope], str | None] | None = None,
+                 country_of: Callable[[str], str | None] | None = None) -> None:
+        self._ip_tracking = ip_tracking
+        self._client_of = client_of or _socket_peer
+        self._country_of = country_of
+
+    def __call__(self, raw: Raw) -> Click:
+        code, at, scope, counted = raw
+        user_agent = referrer = purpose = None
+        for name, value in scope.get("headers", ()):
+            if name == b"user-agent":
+                user_agent = value.decode("latin-1")
+            elif name == b"referer":
+                referrer = value.decode("latin-1")
+            elif name == b"sec-purpose" or name == b"purpose":
+                purpose = value.decode("latin-1")
+        method = scope.get("method", "GET")
+        agent = classify_agent(user_agent)
+        reason = bot_reason(method, purpose, agent)
+        host, cropped = split_referrer(referrer)
+        address = self._client_of(scope)
+        country = None
+        if self._country_of is not None and address is not None:
+            try:
+                country = self._country_of(address)  # the full address, before anonymising
+            except Exception:  # a corrupt database must not cost the click
+                log.exception("GeoIP lookup failed")
+        return Click(
+            id=new_click_id(), code=code, at=at, referrer_host=host, referrer=cropped,
+            user_agent=crop_agent(user_agent), browser=agent.browser, os=agent.os,
+            device=agent.device, is_bot=reason is not None, bot_reason=reason,
+            ip=tracked_ip(address, self._ip_tracking), country=country,
+            counted=counted and method == "GET",
+        )
+
+
+def _socket_peer(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+class ClickRecorder:
+    """A bounded in-process queue of clicks and the task that writes them in batches."""
+
+    def __init__(self, sink: ClickSink, enrich: Callable[[Raw], Click] | None = None, *,
+                 queue_size: int = 50_000, batch_size: int = 500, batch_age: float = 1.0
+                 ) -> None:
+        self._sink = sink
+        self._enrich = enrich or ClickEnricher()
+        self._max = queue_size
+        self._batch_size = batch_size
+        self._batch_age = batch_age
+        self._queue: deque[Raw] = deque()
+        self._retry: deque[list[Click]] = deque()  # batches whose write failed, oldest first
+        self._held = 0  # clicks in `_retry`
+        self._refusals = 0  # failed writes of the oldest batch (not "storage unavailable")
+        self._wake = asyncio.Event()
+        self._writing = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.written = 0  # clicks handed to the sink
+        self.dropped = 0  # clicks refused by a full queue
+
+    # -- the hot path ----------------------------------------------------------------------
+
+    def record(self, code: str, scope: Scope, counted: bool) -> None:
+        """Queue one click. Never waits, never raises; a full queue counts a drop."""
+        queue = self._queue
+        if len(queue) + self._held >= self._max:
+            self.dropped += 1
+            return
+        queue.append((code, time(), scope, counted))
+        if len(queue) == self._batch_size:
+            self._wake.set()
+
+    # -- state, for metrics ----------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Clicks captured and not yet written (queued, or held for a retry)."""
+        return len(self._queue) + self._held
+
+    def lag(self) -> float:
+        """Seconds since the oldest click not yet written was captured (0 when none is)."""
+        oldest = None
+        if self._retry:
+            oldest = self._retry[0][0].at
+        elif self._queue:
+            oldest = self._queue[0][1]
+        return 0.0 if oldest is None else max(0.0, time() - oldest)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _next_batch(self) -> list[Click]:
+        queue, enrich = self._queue, self._enrich
+        batch: list[Click] = []
+        for _ in range(min(self._batch_size, len(queue))):
+            raw = queue.popleft()
+            try:
+                batch.append(enrich(raw))
+            except Exception:  # a bug in classifying must not lose the click
+                log.exception("could not classify a click; storing it bare")
+                batch.append(_bare(raw))
+        return batch
+
+    async def _write_one(self) -> None:
+        """Write the oldest failed batch, else the next batch from the queue."""
+        if self._retry:
+            batch = self._retry[0]
+        else:
+            batch = self._next_batch()
+            self._retry.append(batch)  # held until written: a failure or cancel keeps it
+            self._held += len(batch)
+        try:
+            await self._sink.write(batch)
+        except StorageUnavailable:
+            raise  # storage is away: keep the batch as long as it takes
+        except Exception:
+            # Storage answered and refused this batch: retried, but a batch it can never take
+            # must not block every click behind it. After a few tries it is dropped, counted.
+            self._refusals += 1
+            if self._refusals >= MAX_REFUSALS:
+                self._retry.popleft()
+                self._held -= len(batch)
+                self.dropped += len(batch)
+                self._refusals = 0
+                log.error("dropped a batch of %d clicks that storage refused %d times",
+                          len(batch), MAX_REFUSALS)
+            raise
+        self._refusals = 0
+        self._retry.popleft()
+        self._held -= len(batch)
+        self.written += len(batch)
+
+    async def flush(self) -> None:
+        """Write everything captured so far (several batches); raises if a write fails.
+
+        One writer at a time: a flush called while the background task writes waits for it,
+        so a batch is never written (or taken off the retry queue) twice.
+        """
+        async with self._writing:
+            while self._retry or self._queue:
+                await self._write_one()
+                self._wake.clear()
+
+    async def _run(self) -> None:
+        failing = False
+        delay = self._batch_age
+        while True:
+            # A full batch wakes the writer early, except while storage is failing (back off).
+            event = self._stopping if failing else self._wake
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout=delay)
+            if self._stopping.is_set():
+                return
+            try:
+                await self.flush()
+            except StorageUnavailable:
+                if not failing:  # one line per outage, not one per try
+                    log.warning("clicks cannot be written (storage unavailable); "
+                                "kept in memory, %d pending", self.pending)
+                failing = True
+            except Exception:
+                log.exception("click write failed; the batch is kept for the next try")
+                failing = True
+            else:
+                if failing:
+                    log.info("clicks written again after a failure")
+                failing = False
+            delay = min(delay * 2, 5.0) if failing else self._batch_age
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="clicks")
+
+    async def close(self, *, tries: int = 3) -> None:
+        """Stop the loop without cutting a write short, then write what is left."""
+        if self._task is not None:
+            self._stopping.set()
+            self._wake.set()
+            await self._task  # a write in progress finishes (its transaction too)
+            self._task = None
+        for attempt in range(tries):
+            try:
+                await self.flush()
+                return
+            except Exception:
+                if attempt == tries - 1:
+                    log.exception("%d clicks could not be written before exit", self.pending)
+                    raise
+                await asyncio.sleep(0.5 * (attempt + 1))
+
+
+def bare_click(raw: Raw) -> Click:
+    """A click with nothing but its code and time: when click tracking is off, visits still
+    count (a GET adds one), and nothing about the client is kept."""
+    code, at, scope, counted = raw
+    return Click(id=new_click_id(), code=code, at=at, referrer_host=None, referrer=None,
+                 user_agent=None, browser=None, os=None, device=None, is_bot=False,
+                 bot_reason=None, ip=None, country=None,
+                 counted=counted and scope.get("method", "GET") == "GET")
+
+
+def _bare(raw: Raw) -> Click:
+    code, at, _scope, counted = raw
+    return Click(id=new_click_id(), code=code, at=at, referrer_host=None, referrer=None,
+                 user_agent=None, browser=None, os=None, device=None, is_bot=False,
+                 bot_reason=None, ip=None, country=None, counted=counted)
