@@ -8,7 +8,8 @@ variants skip (on CI=true they fail).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,7 @@ from asgi_lifespan import LifespanManager
 
 from snip.bootstrap import Snip, create_app, running
 from snip.config import Settings
+from snip.domain.accounts import Actor
 from tests.postgres import PostgresDatabases, session_databases
 
 BASE_URL = "http://snip.test"
@@ -54,6 +56,9 @@ def settings(database_url: str) -> Settings:
         database_url=database_url,
         base_url=BASE_URL,
         visit_flush_interval=0.05,
+        # Tests create links freely; creation limits are tested in test_rate_limits.py.
+        rate_limit_create="off",
+        rate_limit_anonymous_create="off",
     )
 
 
@@ -65,10 +70,56 @@ async def app(settings: Settings) -> AsyncIterator[object]:
 
 
 @pytest.fixture
-async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
+async def admin_key(app: object) -> str:
+    """An API key of the admin user `admin` (made through the account service)."""
+    accounts = app.state.snip.accounts  # type: ignore[attr-defined]
+    _, made = await accounts.create_user(Actor.system(), "admin", "admin", with_key=True)
+    return str(made.key)
+
+
+@pytest.fixture
+async def client(app: object, admin_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the app that sends the admin's API key (`anon_client` sends none)."""
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL,
+                                 headers={"Authorization": f"Bearer {admin_key}"}) as c:
+        yield c
+
+
+@pytest.fixture
+async def anon_client(app: object) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the app without an API key: an anonymous caller."""
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as c:
         yield c
+
+
+UserClient = Callable[..., Awaitable[httpx.AsyncClient]]
+
+
+@pytest.fixture
+async def user_client(app: object) -> AsyncIterator[UserClient]:
+    """`await user_client("bob", role="user", scopes=None)`: a client with a new key of that
+    user (made if missing); `client.key` holds the raw key."""
+    accounts = app.state.snip.accounts  # type: ignore[attr-defined]
+    system = Actor.system()
+    async with AsyncExitStack() as stack:
+
+        async def make(name: str, *, role: str = "user", scopes: str | None = None,
+                       expires_at: object = None) -> httpx.AsyncClient:
+            if {u.name for u in await accounts.users(system)} & {name} == set():
+                await accounts.create_user(system, name, role)
+            made = await accounts.create_key(system, name, scopes=scopes,
+                                             expires_at=expires_at)
+            transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+            c = await stack.enter_async_context(httpx.AsyncClient(
+                transport=transport, base_url=BASE_URL,
+                headers={"Authorization": f"Bearer {made.key}"}))
+            c.key = made.key  # type: ignore[attr-defined]
+            c.key_id = made.info.id  # type: ignore[attr-defined]
+            return c
+
+        yield make
 
 
 @pytest.fixture

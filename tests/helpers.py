@@ -33,6 +33,10 @@ CLI_TIMEOUT = 60.0
 
 _PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 
+# The first admin's key of every server `snip_env` configures (SNIP_INITIAL_API_KEY), which
+# `http()` sends by default; `http(..., key=None)` is an anonymous request.
+ADMIN_KEY = "snip_test-admin-key-0123456789abcdefghijklmnopqrstuvwxyz"
+
 # urllib without proxies (loopback only) and without following redirects: a 302 is an answer.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -98,6 +102,10 @@ def snip_env(**settings: str | None) -> dict[str, str]:
         k: v for k, v in os.environ.items()
         if not k.startswith("SNIP_") and k.lower() not in _PROXY_VARS
     }
+    # Servers bootstrap their first admin with ADMIN_KEY; `snip probe` uses it (None: unset).
+    settings = {"initial_api_key": ADMIN_KEY, "probe_api_key": ADMIN_KEY, **settings}
+    # Test servers create links freely (creation limits: tests/*/test_rate_limits.py).
+    settings = {"rate_limit_create": "off", "rate_limit_anonymous_create": "off", **settings}
     for name, value in settings.items():
         if value is not None:
             env[f"SNIP_{name.upper()}"] = value
@@ -117,10 +125,16 @@ class Reply:
         return json.loads(self.body)
 
 
-def http(method: str, url: str, body: Any = None, *, timeout: float = 10.0) -> Reply:
-    """One HTTP request; any status (3xx, 4xx, 5xx) comes back as a Reply, not an exception."""
+def http(method: str, url: str, body: Any = None, *, timeout: float = 10.0,
+         key: str | None = ADMIN_KEY) -> Reply:
+    """One HTTP request; any status (3xx, 4xx, 5xx) comes back as a Reply, not an exception.
+
+    `key` goes as X-Api-Key (default: the test servers' first admin; None: anonymous).
+    """
     data = None if body is None else json.dumps(body).encode()
     headers = {} if body is None else {"Content-Type": "application/json"}
+    if key is not None:
+        headers["X-Api-Key"] = key
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with _NO_FOLLOW.open(request, timeout=timeout) as response:

@@ -34,6 +34,7 @@ COUNTERS = {
     "snip_http_requests_total", "snip_redirects_total", "snip_cache_requests_total",
     "snip_db_errors_total", "snip_redis_errors_total", "snip_clicks_written_total",
     "snip_clicks_dropped_total", "snip_probe_runs_total",
+    "snip_rate_limited_total", "snip_auth_failures_total",
 }
 GAUGES = {
     "snip_db_pool_in_use", "snip_db_pool_size", "snip_database_size_bytes", "snip_db_up",

@@ -7,7 +7,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +15,24 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from snip.adapters.memory_cache import MemoryRedirectCache
 from snip.adapters.metrics import SnipMetrics
+from snip.adapters.ratelimit import make_limits
 from snip.adapters.redis_cache import RedisSharedCache
+from snip.adapters.sql.abuse import SqlAbuseRepository
+from snip.adapters.sql.accounts import SqlAccountRepository
 from snip.adapters.sql.engine import make_engine
 from snip.adapters.sql.instrumented import InstrumentedRepository
 from snip.adapters.sql.migrate import upgrade_async
 from snip.adapters.sql.repository import SqlLinkRepository
+from snip.adapters.sql.stats import SqlClickStats
 from snip.config import Settings
+from snip.service_layer.abuse import AbuseService
+from snip.service_layer.accounts import AccountService
+from snip.service_layer.checks import configure as configure_checks
+from snip.service_layer.clicks import ClickEnricher, ClickRecorder, ClickSink, bare_click
+from snip.service_layer.limits import Limits
 from snip.service_layer.links import LinkService
 from snip.service_layer.ports import LinkRepository
-from snip.service_layer.visits import VisitCounter
+from snip.service_layer.stats import StatsService
 
 log = logging.getLogger(__name__)
 
@@ -38,27 +47,48 @@ class Snip:
     engine: AsyncEngine
     cache: MemoryRedirectCache
     links: LinkService
-    visits: VisitCounter
+    clicks: ClickRecorder
     shared: RedisSharedCache | None = None
     metrics: SnipMetrics | None = None
+    click_consumer: Any = None  # the embedded stream consumer (distributed mode), if any
+    click_closeables: list[Any] = field(default_factory=list)  # closed last (Redis, GeoIP)
+    accounts: AccountService | None = None  # users, API keys, audit log (issue 5)
+    stats: StatsService | None = None  # click stats and retention (issue 4)
+    limits: Limits = field(default_factory=Limits)  # rate limits (all off unless built)
+    abuse: AbuseService | None = None  # domain blocklist and reports (issue 5)
 
     async def start(self, *, migrate: bool | None = None) -> None:
         if self.settings.auto_migrate if migrate is None else migrate:
             await upgrade_async(self.settings.database_url)
-        self.visits.start()
+        self.clicks.start()
         if self.shared is not None:
             # Changes made by other processes reach this process's cache through Redis.
             self.shared.listen(self.cache.invalidate, self.cache.clear)
+        if self.abuse is not None:
+            await self.abuse.start()  # loads the blocklist and follows its changes
         if self.metrics is not None:
             self.metrics.start()
 
     async def close(self) -> None:
+        if self.abuse is not None:
+            await self.abuse.close()
+        if self.stats is not None:
+            await self.stats.close()  # the scheduled purge, if this process runs one
         try:
-            await self.visits.close()
+            await self.clicks.close()
         except Exception:
-            log.exception("could not write the last visit counts")
+            log.exception("could not write the last clicks")
+        if self.click_consumer is not None:
+            # Writes what this process just put in the stream, if the database takes it.
+            await self.click_consumer.close(drain=True)
+        for closeable in self.click_closeables:
+            with contextlib.suppress(Exception):
+                result = closeable.close()
+                if asyncio.iscoroutine(result):
+                    await result
         if self.shared is not None:
             await self.shared.close()
+        await self.limits.close()
         if self.metrics is not None:
             await self.metrics.close()
         await self.engine.dispose()
@@ -89,6 +119,11 @@ def build(settings: Settings | None = None) -> Snip:
         if settings.redis_url
         else None
     )
+    accounts = AccountService(
+        SqlAccountRepository(engine), cache_ttl=settings.auth_cache_ttl,
+        on_failure=(lambda reason: metrics.auth_failures.labels(reason).inc()) if metrics else None,
+    )
+    checks = configure_checks(settings)
     links = LinkService(
         repo,
         cache,
@@ -99,12 +134,71 @@ def build(settings: Settings | None = None) -> Snip:
         reuse_default=settings.reuse_default,
         max_url_bytes=settings.max_url_bytes,
         shared=shared,
+        audit=accounts.record,
+        checker=checks.chain,
     )
-    visits = VisitCounter(repo, settings.visit_flush_interval)
-    snip = Snip(settings, engine, cache, links, visits, shared, metrics)
+    clicks, consumer, closeables = _click_pipeline(settings, engine)
+    snip = Snip(settings, engine, cache, links, clicks, shared, metrics,
+                click_consumer=consumer, click_closeables=closeables)
+    snip.accounts = accounts
+    snip.limits = make_limits(settings, metrics)
+    snip.stats = StatsService(SqlClickStats(engine), links,
+                              retention_days=settings.click_retention_days,
+                              purge_interval=settings.click_purge_interval)
+    snip.abuse = AbuseService(SqlAbuseRepository(engine), links, checks.blocklist,
+                              configured=checks.configured, refresh=settings.blocklist_refresh,
+                              audit=accounts.record)
     if metrics is not None:
         _observe(snip, metrics)
     return snip
+
+
+def _click_pipeline(settings: Settings, engine: AsyncEngine
+                    ) -> tuple[ClickRecorder, Any, list[Any]]:
+    """The click recorder, writing to the database or (with Redis) to the click stream.
+
+    With Redis, each `snip serve` process also runs a stream consumer unless
+    SNIP_CLICKS_EMBEDDED_WORKER is off, so a single host never piles up unconsumed clicks.
+    """
+    from snip.adapters.sql.clicks import SqlClickStore
+    from snip.entrypoints.clients import ClientAddresses, parse_networks
+
+    # SNIP_TRACK_CLICKS=false: no click rows and nothing classified, but visits still count.
+    store = SqlClickStore(engine, shards=settings.clicks_counter_shards,
+                          keep_clicks=settings.track_clicks)
+    closeables: list[Any] = []
+    country_of = None
+    if settings.geoip_db and settings.track_clicks:
+        from snip.adapters.geoip import GeoIP
+
+        geoip = GeoIP(settings.geoip_db)
+        closeables.append(geoip)
+        country_of = geoip.country_of
+    proxies = parse_networks(settings.trusted_proxies)
+    enrich = ClickEnricher(
+        ip_tracking=settings.ip_tracking,
+        # Without trusted proxies the socket peer is the client: no header walk, no parsing.
+        client_of=ClientAddresses(proxies).of if proxies else None,
+        country_of=country_of,
+    ) if settings.track_clicks else bare_click
+    sink: ClickSink = store
+    consumer = None
+    if settings.redis_url:
+        from snip.adapters.redis_stream import RedisClickSink, StreamConsumer
+
+        stream = settings.redis_prefix + settings.clicks_stream
+        redis_sink = RedisClickSink(settings.redis_url, stream, store)
+        closeables.append(redis_sink)
+        sink = redis_sink
+        if settings.clicks_embedded_worker:
+            consumer = StreamConsumer(settings.redis_url, stream, store,
+                                      batch_size=settings.clicks_batch_size,
+                                      block=settings.visit_flush_interval,
+                                      claim_idle=settings.clicks_claim_idle)
+    recorder = ClickRecorder(sink, enrich, queue_size=settings.clicks_queue_size,
+                             batch_size=settings.clicks_batch_size,
+                             batch_age=settings.visit_flush_interval)
+    return recorder, consumer, closeables
 
 
 def _observe(snip: Snip, metrics: SnipMetrics) -> None:
@@ -112,14 +206,15 @@ def _observe(snip: Snip, metrics: SnipMetrics) -> None:
     pool: Any = snip.engine.pool
     in_use, size = metrics.db_pool_in_use.labels(), metrics.db_pool_size.labels()
     queue, lag = metrics.clicks_queue.labels(), metrics.clicks_lag.labels()
-    written = metrics.clicks_written.labels()
+    written, dropped = metrics.clicks_written.labels(), metrics.clicks_dropped.labels()
 
     def refresh() -> None:
         in_use.set(pool.checkedout())
         size.set(pool.size())
-        queue.set(snip.visits.pending)
-        lag.set(snip.visits.lag())
-        written.value = float(snip.visits.written)
+        queue.set(snip.clicks.pending)
+        lag.set(snip.clicks.lag())
+        written.value = float(snip.clicks.written)
+        dropped.value = float(snip.clicks.dropped)
 
     metrics.before_write(refresh)
     last_query = [float("-inf")]
@@ -156,8 +251,10 @@ def create_app(settings: Settings | None = None) -> Any:
     """The ASGI application: the redirect hot path in front of the FastAPI app."""
     from snip.entrypoints import logs
     from snip.entrypoints.api import create_api
+    from snip.entrypoints.limits import RateLimitHeaders, client_keys
     from snip.entrypoints.observe import ObservedApp, RequestIds
     from snip.entrypoints.redirect import RedirectApp
+    from snip.service_layer.limits import enabled
 
     snip = build(settings)
     settings = snip.settings
@@ -166,6 +263,12 @@ def create_app(settings: Settings | None = None) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         await snip.start()
+        if snip.stats is not None:
+            snip.stats.start_purging()  # servers purge old clicks; one-off CLI calls do not
+        if snip.click_consumer is not None:  # only servers consume the click stream, not the CLI
+            snip.click_consumer.start()
+        if snip.abuse is not None:  # servers apply SNIP_BLOCKLIST(_FILE); one-off CLI calls do not
+            await snip.abuse.sync_configured()
         # Everything built so far lives as long as the process: keep it out of the collector's
         # way, so garbage collection on the hot path only walks per-request objects.
         gc.collect()
@@ -178,11 +281,14 @@ def create_app(settings: Settings | None = None) -> Any:
     api = create_api(snip.links, metrics=snip.metrics, metrics_token=settings.metrics_token,
                      lifespan=lifespan)
     api.state.snip = snip
+    api.state.client_keys = keys = client_keys(settings)  # limiter keys: client address, /64
     ids = RequestIds()
-    observed = ObservedApp(api, snip.metrics, ids, access_log_enabled=settings.access_log)
-    app = RedirectApp(observed, snip.links, snip.cache, snip.visits,
+    observed = ObservedApp(RateLimitHeaders(api), snip.metrics, ids,
+                           access_log_enabled=settings.access_log)
+    app = RedirectApp(observed, snip.links, snip.cache, snip.clicks,
                       permanent_max_age=settings.permanent_redirect_max_age,
-                      metrics=snip.metrics, ids=ids, access_log_enabled=settings.access_log)
+                      metrics=snip.metrics, ids=ids, access_log_enabled=settings.access_log,
+                      not_found_limiter=enabled(snip.limits.not_found), limit_key=keys)
     app.state = api.state  # type: ignore[attr-defined]
     return app
 

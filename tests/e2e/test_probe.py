@@ -24,6 +24,7 @@ from snip.entrypoints.probe import (
     parse_duration,
 )
 from tests.helpers import (
+    ADMIN_KEY,
     CliProcess,
     Server,
     free_port,
@@ -86,10 +87,10 @@ def test_once_creates_the_canary_and_then_reuses_it(tmp_path: Path, base_url: st
     assert canary.status == 200
     assert (canary.json()["url"], canary.json()["disabled"]) == (DEFAULT_CANARY_URL, False)
 
-    second = probe_once(tmp_path, base_url, "--api-key", "s3cret-key-value")
+    second = probe_once(tmp_path, base_url, "--api-key", ADMIN_KEY)
     assert second.returncode == 0, second.stderr
     assert only_line(second.stdout)["success"] is True
-    assert "s3cret-key-value" not in second.stdout + second.stderr
+    assert ADMIN_KEY not in second.stdout + second.stderr
     assert links_like_the_canary(base_url) == (1, 1)
     assert http("GET", base_url + CANARY_API).json()["visits"] >= 1
 
@@ -124,7 +125,7 @@ def test_a_canary_created_by_another_prober_meanwhile_is_reused(base_url: str) -
     metrics = ProbeMetrics()
     with httpx.Client(transport=transport, follow_redirects=False, timeout=5) as client:
         prober = Prober(client, base_url, Canary(DEFAULT_CANARY_CODE, DEFAULT_CANARY_URL),
-                        max_latency=5.0, metrics=metrics)
+                        max_latency=5.0, metrics=metrics, api_key=ADMIN_KEY)
         result = prober.probe()
 
     assert result.success, result.reason

@@ -321,7 +321,7 @@ async def test_redirect_counts_visits_off_the_request(client: httpx.AsyncClient,
     for _ in range(5):
         await client.get(f"/{link['code']}")
     await client.head(f"/{link['code']}")
-    await snip.visits.flush()
+    await snip.clicks.flush()
     assert (await client.get(f"/api/v1/links/{link['code']}")).json()["visits"] == 5
 
 

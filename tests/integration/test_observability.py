@@ -137,7 +137,9 @@ async def test_logs_hold_no_secret_and_no_full_client_address(
     transport = httpx.ASGITransport(app=app, client=("203.0.113.77", 51234))
     async with LifespanManager(app), httpx.AsyncClient(transport=transport,
                                                        base_url="http://snip.test") as c:
-        secret = {"Authorization": "Bearer sk-live-0123456789", "X-Api-Key": "sk-live-abcdef"}
+        key = "sk-live-" + "0123456789" * 4  # a real key: the first admin's
+        await app.state.snip.accounts.bootstrap(key)  # type: ignore[attr-defined]
+        secret = {"Authorization": f"Bearer {key}", "X-Api-Key": key}
         made = await c.post("/api/v1/links", json={"url": "https://example.com/l?token=zzz"},
                             headers=secret)
         await c.get(f"/{made.json()['code']}", headers=secret)

@@ -250,6 +250,14 @@ class SnipMetrics:
                                         "Clicks dropped (a full queue)")
         self.clicks_lag = r.gauge("snip_clicks_lag_seconds",
                                   "Age of the oldest click not yet written", merge="max")
+        self.rate_limited = r.counter(
+            "snip_rate_limited_total",
+            "Requests refused by a rate limit (429), by limit: create, anonymous_create, "
+            "not_found, password, password_link, reports", ("limit",))
+        self.auth_failures = r.counter(
+            "snip_auth_failures_total",
+            "Requests with an API key that was refused (401), by reason: malformed, unknown, "
+            "revoked, expired, disabled", ("reason",))
         self.build_info = r.gauge("snip_build_info", "snip's version", ("version", "python"),
                                   merge="local")
         self.build_info.labels(__version__, platform.python_version()).set(1)

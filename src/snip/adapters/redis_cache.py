@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from time import monotonic, perf_counter
 from typing import Any
 
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 NEGATIVE = b"-"
 BREAKER_SECONDS = 5.0
 REPEAT_AFTER = 1.0
+INVALIDATE_CHUNK = 1000  # codes per pipeline: one round trip each, bounded request size
 
 
 def _encode(target: RedirectTarget | None) -> bytes:
@@ -131,12 +132,19 @@ class RedisSharedCache:
         A second invalidation follows a moment later: a process that read the old row just
         before the change may otherwise write it back into Redis after the first one.
         """
-        self._unsent.add(code)
-        await self._send_invalidations()
-        asyncio.get_running_loop().call_later(REPEAT_AFTER, self._repeat, code)
+        await self.invalidate_many((code,))
 
-    def _repeat(self, code: str) -> None:
-        self._unsent.add(code)
+    async def invalidate_many(self, codes: Iterable[str]) -> None:
+        """`invalidate` for many codes at once (a blocked domain): pipelined, one repeat."""
+        batch = set(codes)
+        if not batch:
+            return
+        self._unsent.update(batch)
+        await self._send_invalidations()
+        asyncio.get_running_loop().call_later(REPEAT_AFTER, self._repeat, batch)
+
+    def _repeat(self, codes: set[str]) -> None:
+        self._unsent.update(codes)
         task = asyncio.get_running_loop().create_task(self._send_invalidations())
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -144,19 +152,21 @@ class RedisSharedCache:
     async def _send_invalidations(self) -> None:
         if not self._unsent:
             return
-        codes = sorted(self._unsent)
-        start = perf_counter()
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.delete(*[self._keys + c for c in codes])
-                for code in codes:
-                    pipe.publish(self._channel, code)
-                await pipe.execute()
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failed("invalidate", exc)
-            return
-        self._observe("invalidate", start)
-        self._unsent.difference_update(codes)
+        pending = sorted(self._unsent)
+        for i in range(0, len(pending), INVALIDATE_CHUNK):
+            codes = pending[i:i + INVALIDATE_CHUNK]
+            start = perf_counter()
+            try:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    pipe.delete(*[self._keys + c for c in codes])
+                    for code in codes:
+                        pipe.publish(self._channel, code)
+                    await pipe.execute()
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._failed("invalidate", exc)
+                return
+            self._observe("invalidate", start)
+            self._unsent.difference_update(codes)
 
     # -- listening for other processes' changes --------------------------------------------
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from snip import __version__
 from snip.adapters.metrics import SnipMetrics
-from snip.domain.errors import InvalidLink, SnipError
+from snip.domain.errors import InvalidLink, LinkNotFound, SnipError
 from snip.domain.links import (
     MAX_TAG_LENGTH,
     MAX_TAGS,
@@ -24,6 +24,8 @@ from snip.domain.links import (
     utcnow,
 )
 from snip.entrypoints import pages, problems
+from snip.entrypoints.auth import Creator, Reader, Writer, actor_of, creator
+from snip.entrypoints.limits import RATE_LIMITED, CreationLimit, charge_creation, unknown_code
 from snip.service_layer.links import PATCHABLE, LinkService, NewLink
 
 CODE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -51,6 +53,8 @@ class LinkIn(BaseModel):
     redirect_status: RedirectStatus | None = Field(None, description="Default 302")
     reuse: bool | None = Field(
         None, description="Hand back the existing link for the same URL instead of a new one")
+    password: str | None = Field(None, min_length=4, max_length=128, description=(
+        "Visitors must enter this password before the redirect; stored only as an argon2id hash"))
 
 
 class LinkPatch(BaseModel):
@@ -66,6 +70,8 @@ class LinkPatch(BaseModel):
     max_visits: int | None = Field(None, ge=1, le=MAX_VISITS)
     redirect_status: RedirectStatus | None = None
     disabled: bool | None = None
+    password: str | None = Field(None, min_length=4, max_length=128,
+                                 description="A new password, or null to remove protection")
 
 
 class LinkOut(BaseModel):
@@ -82,6 +88,7 @@ class LinkOut(BaseModel):
     visits: int
     disabled: bool
     redirect_status: int
+    password_protected: bool = False
 
 
 class LinkPage(BaseModel):
@@ -144,16 +151,18 @@ def render(svc: LinkService, link: Link) -> LinkOut:
         tags=list(link.tags), created_at=link.created_at, updated_at=link.updated_at,
         expires_at=link.expires_at, max_visits=link.max_visits, visits=link.visits,
         disabled=link.disabled, redirect_status=link.redirect_status,
+        password_protected=link.password_hash is not None,
     )
 
 
 v1 = APIRouter(prefix="/api/v1", tags=["links"])
 
 
-@v1.post("/links", status_code=201, response_model=LinkOut, responses=ERRORS,
+@v1.post("/links", status_code=201, response_model=LinkOut, responses=ERRORS | RATE_LIMITED,
          summary="Create a short link")
-async def create_link(body: LinkIn, svc: Service, response: Response) -> LinkOut:
-    result = await svc.create(NewLink(**body.model_dump()))
+async def create_link(body: LinkIn, svc: Service, response: Response, actor: Creator,
+                      _limit: CreationLimit) -> LinkOut:
+    result = await svc.create(NewLink(**body.model_dump()), actor)
     if not result.created:
         response.status_code = 200  # `reuse` handed back an existing link
     response.headers["Location"] = f"/api/v1/links/{result.link.code}"
@@ -167,12 +176,15 @@ ORDER = Literal["created_at", "-created_at", "updated_at", "-updated_at", "code"
 @v1.get("/links", response_model=LinkPage, summary="List, search and filter links")
 async def list_links(
     svc: Service,
+    actor: Reader,
     q: Annotated[str | None, Query(max_length=200, description="Search URL and title")] = None,
     tag: Annotated[list[str] | None, Query(max_length=MAX_TAGS,
                                            description="Only links with every tag")] = None,
     order: Annotated[ORDER, Query(description="Field, '-' for descending")] = "-created_at",
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=1000)] = 50,
+    owner: Annotated[str | None, Query(max_length=64,
+                                       description="Admins: only this user's links")] = None,
 ) -> LinkPage:
     for text in [q or "", *(tag or [])]:
         if any(ord(c) < 32 or ord(c) == 127 for c in text):
@@ -180,40 +192,42 @@ async def list_links(
     query = LinkQuery(
         search=q or None, tags=tuple(t.strip().lower() for t in tag or () if t.strip()),
         order_by=order.lstrip("-"), descending=order.startswith("-"),
-        limit=per_page, offset=(page - 1) * per_page,
+        limit=per_page, offset=(page - 1) * per_page, owner=owner,
     )
-    result = await svc.list(query)
+    result = await svc.list(query, actor)
     return LinkPage(items=[render(svc, link) for link in result.items], total=result.total,
                     page=page, per_page=per_page, pages=-(-result.total // per_page))
 
 
 @v1.get("/links/{code}", response_model=LinkOut, responses={404: {"model": Problem}},
         summary="Read one link")
-async def get_link(code: Code, svc: Service) -> LinkOut:
-    return render(svc, await svc.get(code))
+async def get_link(code: Code, svc: Service, actor: Reader) -> LinkOut:
+    return render(svc, await svc.get(code, actor))
 
 
 @v1.patch("/links/{code}", response_model=LinkOut,
           responses={404: {"model": Problem}, **ERRORS}, summary="Change a link")
-async def patch_link(code: Code, body: LinkPatch, svc: Service) -> LinkOut:
+async def patch_link(code: Code, body: LinkPatch, svc: Service, actor: Writer) -> LinkOut:
     changes = {k: getattr(body, k) for k in body.model_fields_set if k in PATCHABLE}
-    return render(svc, await svc.update(code, changes))
+    return render(svc, await svc.update(code, changes, actor))
 
 
 @v1.delete("/links/{code}", status_code=204, responses={404: {"model": Problem}},
            summary="Delete a link")
-async def delete_link(code: Code, svc: Service) -> Response:
-    await svc.delete(code)
+async def delete_link(code: Code, svc: Service, actor: Writer) -> Response:
+    await svc.delete(code, actor)
     return Response(status_code=204)
 
 
 legacy = APIRouter(tags=["original design"])
 
 
-@legacy.post("/shorten", status_code=201, response_model=ShortenOut, responses=ERRORS,
+@legacy.post("/shorten", status_code=201, response_model=ShortenOut,
+             responses=ERRORS | RATE_LIMITED,
              summary="Shorten a URL (the original design's route)")
-async def shorten(body: ShortenIn, svc: Service) -> JSONResponse:
-    result = await svc.create(NewLink(url=body.url))
+async def shorten(body: ShortenIn, svc: Service, actor: Creator,
+                  _limit: CreationLimit) -> JSONResponse:
+    result = await svc.create(NewLink(url=body.url), actor)
     code = result.link.code
     short_url = f"{svc.base_url}/r/{code}"
     return JSONResponse({"code": code, "short_url": short_url, "url": result.link.url},
@@ -237,24 +251,32 @@ async def home_submit(request: Request, svc: Service) -> HTMLResponse:
     url = (form.get("url") or [""])[0]
     code = (form.get("code") or [""])[0].strip() or None
     try:
-        result = await svc.create(NewLink(url=url, code=code))
+        actor = await creator(request, await actor_of(request))  # SNIP_ANONYMOUS_CREATE
+        await charge_creation(request, actor)  # rate limit: per key, or per client address
+        result = await svc.create(NewLink(url=url, code=code), actor)
     except SnipError as exc:
         status = problems.STATUS.get(type(exc), 400)
-        return HTMLResponse(pages.home(error=exc.detail, url=url), status_code=status)
+        return HTMLResponse(pages.home(error=exc.detail, url=url), status_code=status,
+                            headers=problems.error_headers(exc, status))
     link = result.link
     return HTMLResponse(pages.home(short_url=svc.short_url(link.code), target=link.url),
                         status_code=201 if result.created else 200)
 
 
 @site.get("/{code}+", response_class=HTMLResponse)
-async def preview(code: Code, svc: Service) -> HTMLResponse:
-    link = await svc.get(code)
+async def preview(code: Code, svc: Service, request: Request) -> HTMLResponse:
+    try:
+        link = await svc.get(code)
+    except LinkNotFound:
+        await unknown_code(request)  # enumeration through previews counts as on the redirect
+        raise
     verdict = link.verdict(utcnow())
     gone = None if not verdict.gone else {"disabled": "disabled", "expired": "expired",
                                           "exhausted": "out of visits"}[verdict.value]
     return HTMLResponse(pages.preview(code=link.code, url=link.url, title=link.title,
                                       created_at=link.created_at,
-                                      short_url=svc.short_url(link.code), gone_reason=gone),
+                                      short_url=svc.short_url(link.code), gone_reason=gone,
+                                      blocked=link.blocked),
                         headers={"Cache-Control": "no-cache"})
 
 

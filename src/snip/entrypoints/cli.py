@@ -211,5 +211,23 @@ def probe(target: str, interval: str, once: bool, timeout: str, max_latency: str
                        use_env_proxy=use_env_proxy))
 
 
+from snip.entrypoints.cli_worker import worker  # noqa: E402
+
+main.add_command(worker)
+from snip.entrypoints.cli_clicks import clicks  # noqa: E402
+
+main.add_command(clicks)
+from snip.entrypoints.cli_accounts import register as _register_accounts  # noqa: E402
+
+_register_accounts(main)  # users, keys, audit
+from snip.entrypoints.cli_lifecycle import export_links, import_links  # noqa: E402
+
+main.add_command(import_links); main.add_command(export_links)  # noqa: E702
+
+from snip.entrypoints.cli_abuse import register as _register_abuse  # noqa: E402
+
+_register_abuse(main)  # blocklist, reports
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -61,21 +61,30 @@ UNAVAILABLE = page(
 
 
 def preview(*, code: str, url: str, title: str | None, created_at: datetime,
-            short_url: str, gone_reason: str | None) -> str:
+            short_url: str, gone_reason: str | None, blocked: bool = False) -> str:
     """The `/{code}+` page: where a link goes, without going there."""
     status = (
         f"<p class=\"error\">This link is {escape(gone_reason)} and no longer redirects.</p>"
         if gone_reason
         else ""
     )
+    # A blocked destination (blocklist, report) is named, but not offered as a link to follow.
+    follow = (
+        f"<p><a href=\"{escape(url, quote=True)}\" rel=\"noopener noreferrer nofollow\">"
+        "Continue to the destination</a></p>"
+    )
+    if blocked:
+        status += ("<p class=\"error\" role=\"alert\">This link has been blocked: its "
+                   "destination is on a blocklist of unsafe sites or was reported as abusive, "
+                   "so it does not redirect.</p>")
+        follow = ""
     title_html = f"<p><strong>{escape(title)}</strong></p>" if title else ""
     return page(
         f"Preview of {code}",
         f"<h1>Where <code>{escape(short_url)}</code> goes</h1>{title_html}"
         f"<p>Destination:<br><span class=\"url\">{escape(url)}</span></p>{status}"
         f"<p class=\"muted\">Created {escape(created_at.strftime('%Y-%m-%d %H:%M UTC'))}</p>"
-        f"<p><a href=\"{escape(url, quote=True)}\" rel=\"noopener noreferrer nofollow\">"
-        "Continue to the destination</a></p>",
+        f"{follow}",
     )
 
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from snip.domain import errors
+from snip.domain import accounts, errors
 from snip.entrypoints import pages
 
 PROBLEM_JSON = "application/problem+json"
@@ -29,6 +29,9 @@ STATUS = {
     errors.Forbidden: 403,
     errors.RateLimited: 429,
     errors.BlockedURL: 422,
+    accounts.InvalidAccount: 422,
+    accounts.AccountExists: 409,
+    accounts.AccountNotFound: 404,
 }
 
 # Documented at /problems/{kind}; the `type` member of each problem points there.
@@ -49,6 +52,8 @@ DESCRIPTIONS = {
     "rate-limited": "Too many requests. Retry after `Retry-After` seconds; `RateLimit-*` headers "
                     "give the limit, what is left and when it resets.",
     "blocked-url": "The destination is on the blocklist or was refused by a URL checker.",
+    "invalid-account": "A user name, role, scope, key name or key expiry is not acceptable.",
+    "account-exists": "A user with this name exists already.",
     "http-error": "A generic HTTP error.",
 }
 

@@ -17,9 +17,9 @@ from snip.domain.errors import StorageUnavailable
 from snip.domain.links import PERMANENT_STATUSES, RedirectTarget, Verdict
 from snip.entrypoints.observe import RequestIds, access_log, client_address
 from snip.entrypoints.pages import BLOCKED, GONE, NOT_FOUND, TOO_MANY, UNAVAILABLE
+from snip.service_layer.clicks import ClickRecorder
 from snip.service_layer.links import LinkService
 from snip.service_layer.ports import MISS, Decision, Miss, RateLimiter, RedirectCache
-from snip.service_layer.visits import VisitCounter
 
 log = logging.getLogger(__name__)
 
@@ -45,24 +45,28 @@ class RedirectApp:
         app: ASGIApp,
         service: LinkService,
         cache: RedirectCache,
-        visits: VisitCounter,
+        clicks: ClickRecorder,
         *,
         permanent_max_age: int,
         metrics: SnipMetrics | None,
         ids: RequestIds,
         access_log_enabled: bool = False,
         not_found_limiter: RateLimiter | None = None,
+        limit_key: Any = None,
     ) -> None:
         self.app = app
         self._service = service
         self._cache = cache
-        self._visits = visits
+        # Every redirect served is a click: appended to an in-memory queue, written off the path.
+        self._record: Any = clicks.record
         self._permanent_cache = (b"cache-control", f"private, max-age={permanent_max_age}".encode())
         self._metrics = metrics
         self._ids = ids
         self._access = access_log_enabled
         # Unknown codes are rate-limited per client address, against enumeration.
         self._not_found_limiter = not_found_limiter
+        # scope → limiter key (the client address, trusted proxies honoured; entrypoints.limits)
+        self._limit_key = limit_key or (lambda scope: client_address(scope) or "-")
         # (route, method, status) → (request counter, latency histogram), made on first use.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         if metrics is not None:
@@ -129,10 +133,12 @@ class RedirectApp:
             self._memory_hit.inc()
         if target is None:
             if self._not_found_limiter is not None:
-                decision = await self._not_found_limiter.hit(client_address(scope) or "-")
+                decision = await self._not_found_limiter.hit(self._limit_key(scope))
                 if not decision.allowed:
                     return 429, "rate_limited", _page(TOO_MANY, *_limit_headers(decision)), \
                         TOO_MANY
+                return 404, "not_found", _page(NOT_FOUND, *_limit_headers(decision)[1:]), \
+                    NOT_FOUND
             return 404, "not_found", _page(NOT_FOUND), NOT_FOUND
         if target.verdict(time()) is not _FOLLOW:
             return 410, "gone", _page(GONE), GONE
@@ -153,8 +159,9 @@ class RedirectApp:
                 return 503, "unavailable", _page(UNAVAILABLE, _RETRY), UNAVAILABLE
             if not allowed:
                 return 410, "gone", _page(GONE), GONE
-        elif method == "GET":
-            self._visits.record(code)
+            self._record(code, scope, False)  # for analytics; the visit is already counted
+        else:
+            self._record(code, scope, True)  # a GET adds a visit in the writer; HEAD does not
 
         status = 302 if legacy else target.status
         headers = [(b"location", target.location.encode("ascii")), _EMPTY]

@@ -21,6 +21,9 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
     logs.configure(settings.log_level, settings.log_format)
     if settings.auto_migrate:
         upgrade(settings.database_url)
+    from snip.entrypoints.cli_accounts import first_start
+
+    first_start(settings)  # on a database without users: the admin, its key printed once
     # The workers must not race each other on migrations: the parent has just done them.
     os.environ["SNIP_AUTO_MIGRATE"] = "false"
     if "base_url" not in settings.model_fields_set:

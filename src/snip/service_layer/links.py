@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from time import perf_counter
 from typing import Any
 
 from snip.domain import codes, links, urls
-from snip.domain.errors import CodeSpaceExhausted, CodeTaken, InvalidLink, LinkNotFound
+from snip.domain.accounts import Actor
+from snip.domain.errors import (
+    CodeSpaceExhausted,
+    CodeTaken,
+    InvalidLink,
+    LinkNotFound,
+    Unauthorized,
+)
 from snip.domain.links import ANONYMOUS_OWNER, Link, LinkQuery, RedirectTarget
+from snip.service_layer.checks import CheckerChain
+from snip.service_layer.passwords import Passwords
 from snip.service_layer.ports import (
     MISS,
     DuplicateKey,
@@ -39,6 +48,7 @@ class NewLink:
     redirect_status: int | None = None
     reuse: bool | None = None
     owner: str = ANONYMOUS_OWNER
+    password: str | None = None  # hashed (argon2id, in a thread pool) before it is stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +59,7 @@ class Created:
 
 PATCHABLE = frozenset(
     {"url", "title", "tags", "expires_at", "max_visits", "redirect_status", "disabled"}
-)
+) | {"password"}  # password: a new one, or None to remove it
 
 
 class LinkService:
@@ -68,10 +78,16 @@ class LinkService:
         max_url_bytes: int = urls.MAX_URL_BYTES,
         clock: Callable[[], datetime] = links.utcnow,
         shared: SharedCache | None = None,
+        audit: Callable[[Actor, str, str, dict[str, Any]], Awaitable[None]] | None = None,
+        passwords: Passwords | None = None,
+        checker: CheckerChain | None = None,
     ) -> None:
         self._repo = repo
+        self.passwords = passwords or Passwords()
+        self.checker = checker  # URL checkers (the blocklist...): BlockedURL if one refuses
         self._cache = cache
         self._shared = shared
+        self._audit = audit  # records admins' changes to others' links
         self.base_url = base_url.rstrip("/")
         self._self_origins = (urls.origin_of(base_url),)
         self._code_length = code_length
@@ -91,6 +107,14 @@ class LinkService:
             raw, self_origins=self._self_origins, max_bytes=self._max_url_bytes
         )
 
+    async def forget(self, codes: Iterable[str]) -> None:
+        """Links changed in bulk behind this service (the blocklist): every cache tier forgets."""
+        codes = list(codes)
+        for code in codes:
+            self._cache.invalidate(code)
+        if self._shared is not None:
+            await self._shared.invalidate_many(codes)
+
     async def _changed(self, code: str) -> None:
         """A link was created, changed or deleted: every cache tier forgets it."""
         self._cache.invalidate(code)
@@ -99,8 +123,13 @@ class LinkService:
 
     # -- use cases ---------------------------------------------------------------------------
 
-    async def create(self, new: NewLink) -> Created:
+    async def create(self, new: NewLink, actor: Actor | None = None) -> Created:
+        """`actor` (None: the CLI or a job) owns the link; anonymous links are owned by '-'."""
+        if actor is not None and not actor.is_system:
+            new = replace(new, owner=actor.name)
         url = self.normalise_url(new.url)
+        if self.checker is not None:
+            await self.checker.enforce(url)
         now = self._clock()
         custom = (
             codes.validate_custom_code(new.code, max_length=self._custom_max)
@@ -115,8 +144,9 @@ class LinkService:
         title = links.validate_title(new.title)
         tags = links.validate_tags(new.tags)
         digest = links.url_digest(url)
+        password_hash = None if new.password is None else await self.passwords.hash(new.password)
 
-        reuse = self._reuse_default if new.reuse is None else new.reuse
+        reuse = (self._reuse_default if new.reuse is None else new.reuse) and password_hash is None
         key = None
         if reuse and links.is_reusable(expires_at=expires_at, max_visits=max_visits,
                                        disabled=False):
@@ -138,6 +168,7 @@ class LinkService:
                 code=code, url=url, url_digest=digest, reuse_key=key, owner=new.owner,
                 title=title, tags=tags, redirect_status=status, expires_at=expires_at,
                 max_visits=max_visits, created_at=now, updated_at=now,
+                password_hash=password_hash,
             )
             try:
                 await self._repo.add(link)
@@ -162,26 +193,45 @@ class LinkService:
             f"no free code found in {attempts} tries; raise SNIP_CODE_LENGTH"
         )
 
-    async def get(self, code: str) -> Link:
+    async def get(self, code: str, actor: Actor | None = None) -> Link:
+        """A link `actor` may not see is not found, as if it did not exist (None: no check)."""
         link = await self._repo.get(code)
-        if link is None:
+        if link is None or (actor is not None and not actor.sees(link.owner)):
             raise LinkNotFound(f"no link has the code '{code}'")
         return link
 
-    async def list(self, query: LinkQuery) -> Page:
+    async def list(self, query: LinkQuery, actor: Actor | None = None) -> Page:
+        """Admins (and None: the CLI) list every link, users only their own."""
+        if actor is not None and not actor.is_admin:
+            if actor.is_anonymous:
+                raise Unauthorized("listing links needs an API key")
+            query = replace(query, owner=actor.name)
         return await self._repo.list(query)
 
-    async def update(self, code: str, changes: Mapping[str, Any]) -> Link:
+    async def _audit_others(self, actor: Actor | None, action: str, link: Link,
+                            details: dict[str, Any]) -> None:
+        """The audit log records what admins do to links other people own."""
+        if self._audit is None or actor is None or actor.is_system or link.owner == actor.name:
+            return
+        try:
+            await self._audit(actor, action, link.code, {"owner": link.owner, **details})
+        except Exception:  # the change is made; a missing audit line must not undo the answer
+            log.exception("could not write the audit log", extra={"code": link.code})
+
+    async def update(self, code: str, changes: Mapping[str, Any],
+                     actor: Actor | None = None) -> Link:
         unknown = set(changes) - PATCHABLE
         if unknown:
             raise InvalidLink(f"cannot change {', '.join(sorted(unknown))}")
-        current = await self.get(code)
+        current = await self.get(code, actor)
         now = self._clock()
         fields: dict[str, Any] = {}
         if "url" in changes:
             if changes["url"] is None:
                 raise InvalidLink("url cannot be removed")
             fields["url"] = self.normalise_url(changes["url"])
+            if self.checker is not None:
+                await self.checker.enforce(fields["url"])
             fields["url_digest"] = links.url_digest(fields["url"])
         if "title" in changes:
             fields["title"] = links.validate_title(changes["title"])
@@ -199,9 +249,14 @@ class LinkService:
             if not isinstance(changes["disabled"], bool):
                 raise InvalidLink("disabled must be true or false")
             fields["disabled"] = changes["disabled"]
+        if "password" in changes:
+            password = changes["password"]
+            fields["password_hash"] = None if password is None else await self.passwords.hash(
+                password)
         # A link stops being the one handed out for `reuse` once it can run out or points elsewhere.
         if current.reuse_key is not None and (
             fields.get("url", current.url) != current.url
+            or fields.get("password_hash") is not None
             or not links.is_reusable(
                 expires_at=fields.get("expires_at", current.expires_at),
                 max_visits=fields.get("max_visits", current.max_visits),
@@ -214,13 +269,17 @@ class LinkService:
         await self._changed(code)
         if updated is None:
             raise LinkNotFound(f"no link has the code '{code}'")
+        await self._audit_others(actor, "link.update", current, {"fields": sorted(changes)})
         return updated
 
-    async def delete(self, code: str) -> None:
+    async def delete(self, code: str, actor: Actor | None = None) -> None:
+        current = None if actor is None else await self.get(code, actor)
         deleted = await self._repo.delete(code)
         await self._changed(code)
         if not deleted:
             raise LinkNotFound(f"no link has the code '{code}'")
+        if current is not None:
+            await self._audit_others(actor, "link.delete", current, {"url": current.url})
 
     # -- the redirect --------------------------------------------------------------------------
 

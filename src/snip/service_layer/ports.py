@@ -6,9 +6,10 @@ Adapters implement them (`snip.adapters`); tests may swap in fakes. Nothing here
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from datetime import datetime
+from typing import Any, Final, NamedTuple, Protocol
 
 from snip.domain.links import Link, LinkQuery, RedirectTarget
 
@@ -51,9 +52,6 @@ class LinkRepository(Protocol):
         """Atomically count one visit if the link is under its limit; False when it is not."""
 
     async def count_visits(self, code: str) -> int | None: ...
-
-    async def add_visits(self, counts: Mapping[str, int]) -> None:
-        """Add buffered visit counts, one batch."""
 
     async def ping(self) -> None:
         """Raise if storage cannot be reached."""
@@ -100,8 +98,8 @@ class Decision:
 class RateLimiter(Protocol):
     """Counts requests per key in a window; in-process, or in Redis so limits hold across hosts."""
 
-    async def hit(self, key: str) -> Decision:
-        """Count one request for `key` and say whether it is within the limit."""
+    async def hit(self, key: str, cost: int = 1) -> Decision:
+        """Count one request (`cost` units) for `key` and say whether it is within the limit."""
 
 
 class SharedCache(Protocol):
@@ -117,5 +115,49 @@ class SharedCache(Protocol):
     async def invalidate(self, code: str) -> None:
         """Drop `code` here and in every process's first tier."""
 
+    async def invalidate_many(self, codes: Iterable[str]) -> None:
+        """`invalidate` for many codes, in as few round trips as the store allows."""
+
     async def ping(self) -> None:
         """Raise if the store cannot be reached."""
+
+
+# -- link lifecycle (issue 5): bulk import and streaming export ---------------------------------
+
+
+class ImportRow(NamedTuple):
+    """One validated link for a bulk insert: plain values, no per-row objects beyond this tuple."""
+
+    code: str
+    url: str
+    url_digest: str
+    host_key: str | None
+    title: str | None
+    tags: tuple[str, ...]
+    owner: str
+    created_at: datetime
+    expires_at: datetime | None
+    max_visits: int | None
+    visits: int
+    disabled: bool
+    redirect_status: int
+    password_hash: str | None
+    import_key: str | None  # set for rows without a code: owner and URL make them unique
+    generated: bool  # the code was drawn at random (on a clash: draw again, not skip)
+
+
+@dataclass(frozen=True, slots=True)
+class Inserted:
+    created: int
+    skipped: int  # the code or import key exists already (a re-run, or a taken custom code)
+    retry: list[ImportRow]  # random codes that clashed: draw new ones and insert again
+
+
+class LinkImportStore(Protocol):
+    """Bulk writes and reads for `snip import` and `snip export`."""
+
+    async def add_many(self, rows: Sequence[ImportRow]) -> Inserted:
+        """Insert in one transaction, skipping rows whose code or import key exists."""
+
+    def iter_links(self, batch: int = 1000) -> AsyncIterator[list[Link]]:
+        """Every link, in id order, `batch` at a time (keyset pagination: constant memory)."""

@@ -22,7 +22,7 @@ class InstrumentedRepository:
         self._metrics = metrics
         self._timers: dict[str, tuple[Any, Any]] = {}  # operation → (histogram child, error counter child)
         for op in ("add", "get", "get_target", "get_by_reuse_key", "list", "update", "delete",
-                   "take_visit", "count_visits", "add_visits", "ping", "stats"):
+                   "take_visit", "count_visits", "ping", "stats"):
             self._timers[op] = (metrics.db_duration.labels(op), metrics.db_errors.labels(op))
 
     async def _timed(self, op: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -63,9 +63,6 @@ class InstrumentedRepository:
 
     async def count_visits(self, code: str) -> int | None:
         return await self._timed("count_visits", lambda: self.inner.count_visits(code))
-
-    async def add_visits(self, counts: Mapping[str, int]) -> None:
-        await self._timed("add_visits", lambda: self.inner.add_visits(counts))
 
     async def ping(self) -> None:
         await self._timed("ping", self.inner.ping)

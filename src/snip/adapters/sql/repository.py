@@ -9,16 +9,40 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, delete, exists, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Select,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    false,
+    func,
+    insert,
+    null,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from snip.adapters.sql.schema import link_tags, links
+from snip.adapters.sql.schema import link_counters, link_tags, links
+from snip.domain.checks import BLOCKED_BY_BLOCKLIST, host_key, host_of
 from snip.domain.errors import StorageUnavailable
 from snip.domain.links import Link, LinkQuery, RedirectTarget
 from snip.service_layer.ports import DuplicateKey, Page
 
+# A link's visits: those taken atomically in links.visits (links with a limit) plus the sum of
+# its sharded click counters (written by the click pipeline, snip.adapters.sql.clicks).
+_VISITS = (
+    links.c.visits + func.coalesce(
+        select(func.sum(link_counters.c.clicks))
+        .where(link_counters.c.code == links.c.code)
+        .scalar_subquery(), 0)
+).label("visits")
 _LINK_COLUMNS = (
     links.c.id,
     links.c.code,
@@ -30,17 +54,12 @@ _LINK_COLUMNS = (
     links.c.redirect_status,
     links.c.expires_at,
     links.c.max_visits,
-    links.c.visits,
+    _VISITS,
     links.c.disabled,
     links.c.password_hash,
     links.c.blocked,
     links.c.created_at,
     links.c.updated_at,
-)
-VISIT_CHUNK = 500
-_ADD_VISITS = (
-    update(links).where(links.c.code == bindparam("b_code"))
-    .values(visits=links.c.visits + bindparam("b_n"))
 )
 # Built once: the redirect's lookup is the one query on the hot path.
 _TARGET = select(
@@ -97,6 +116,7 @@ class SqlLinkRepository:
             "disabled": link.disabled,
             "password_hash": link.password_hash,
             "blocked": link.blocked,
+            "host_key": host_key(host_of(link.url)),
             "created_at": _to_db(link.created_at),
             "updated_at": _to_db(link.updated_at),
         }
@@ -178,7 +198,7 @@ class SqlLinkRepository:
                 exists().where(and_(link_tags.c.link_id == links.c.id, link_tags.c.tag == tag))
             )
         where = and_(True, *conditions)
-        column = links.c[query.order_by]
+        column = _VISITS if query.order_by == "visits" else links.c[query.order_by]
         order = column.desc() if query.descending else column.asc()
         tiebreak = links.c.id.desc() if query.descending else links.c.id.asc()
         stmt: Select[Any] = (
@@ -196,6 +216,11 @@ class SqlLinkRepository:
         for key in ("expires_at", "updated_at"):
             if key in fields:
                 fields[key] = _to_db(fields[key])
+        if "url" in fields:  # a new destination (checked already): a blocklist block no longer holds
+            fields["host_key"] = host_key(host_of(fields["url"]))
+            by_list = links.c.blocked_by == BLOCKED_BY_BLOCKLIST
+            fields["blocked"] = case((by_list, false()), else_=links.c.blocked)
+            fields["blocked_by"] = case((by_list, null()), else_=links.c.blocked_by)
         async with self._begin() as conn:
             link_id = await conn.scalar(
                 update(links).where(links.c.code == code).values(**fields).returning(links.c.id)
@@ -204,6 +229,12 @@ class SqlLinkRepository:
             )
             if link_id is None:
                 return None
+            if fields.get("max_visits") is not None:
+                # A limit is checked against links.visits alone (atomically): move the visits
+                # counted in the click counter shards there first.
+                await conn.execute(update(links).where(links.c.id == link_id)
+                                   .values(visits=_VISITS.element))
+                await conn.execute(delete(link_counters).where(link_counters.c.code == code))
             if "tags" in changes:
                 await conn.execute(delete(link_tags).where(link_tags.c.link_id == link_id))
                 if changes["tags"]:
@@ -239,16 +270,6 @@ class SqlLinkRepository:
         async with self._begin() as conn:
             value = await conn.scalar(select(links.c.visits).where(links.c.code == code))
             return None if value is None else int(value)
-
-    async def add_visits(self, counts: Mapping[str, int]) -> None:
-        """One transaction; parameters go in chunks so no single step holds the event loop long."""
-        if not counts:
-            return
-        items = list(counts.items())
-        async with self._begin() as conn:
-            for start in range(0, len(items), VISIT_CHUNK):
-                chunk = items[start:start + VISIT_CHUNK]
-                await conn.execute(_ADD_VISITS, [{"b_code": c, "b_n": n} for c, n in chunk])
 
     async def stats(self) -> tuple[int, int | None]:
         """(links stored, database size on disk in bytes, if known) for metrics."""
