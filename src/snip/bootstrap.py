@@ -197,7 +197,8 @@ def _click_pipeline(settings: Settings, engine: AsyncEngine
                                       claim_idle=settings.clicks_claim_idle)
     recorder = ClickRecorder(sink, enrich, queue_size=settings.clicks_queue_size,
                              batch_size=settings.clicks_batch_size,
-                             batch_age=settings.visit_flush_interval)
+                             batch_age=settings.visit_flush_interval,
+                             keep_scope=settings.track_clicks)
     return recorder, consumer, closeables
 
 

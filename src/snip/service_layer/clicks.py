@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 Scope = dict[str, Any]
 # What the redirect captures: (code, time, ASGI scope, counted).
 Raw = tuple[str, float, Scope, bool]
+YIELD_EVERY = 50  # clicks classified between two yields to the event loop
 MAX_REFUSALS = 5  # a batch storage refuses (not: is unavailable) this often is dropped, counted
 
 
@@ -99,9 +100,12 @@ class ClickRecorder:
     """A bounded in-process queue of clicks and the task that writes them in batches."""
 
     def __init__(self, sink: ClickSink, enrich: Callable[[Raw], Click] | None = None, *,
-                 queue_size: int = 50_000, batch_size: int = 500, batch_age: float = 1.0
-                 ) -> None:
+                 queue_size: int = 50_000, batch_size: int = 500, batch_age: float = 1.0,
+                 keep_scope: bool = True) -> None:
         self._sink = sink
+        # Without click tracking only the method is needed: holding every request's scope
+        # until the batch is written would keep thousands of objects alive for the collector.
+        self._keep_scope = keep_scope
         self._enrich = enrich or ClickEnricher()
         self._max = queue_size
         self._batch_size = batch_size
@@ -125,7 +129,8 @@ class ClickRecorder:
         if len(queue) + self._held >= self._max:
             self.dropped += 1
             return
-        queue.append((code, time(), scope, counted))
+        queue.append((code, time(), scope if self._keep_scope else _METHOD[scope["method"]],
+                      counted))
         if len(queue) == self._batch_size:
             self._wake.set()
 
@@ -139,7 +144,7 @@ class ClickRecorder:
     def lag(self) -> float:
         """Seconds since the oldest click not yet written was captured (0 when none is)."""
         oldest = None
-        if self._retry:
+        if self._retry and self._retry[0]:
             oldest = self._retry[0][0].at
         elif self._queue:
             oldest = self._queue[0][1]
@@ -147,26 +152,34 @@ class ClickRecorder:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def _next_batch(self) -> list[Click]:
+    async def _fill(self, batch: list[Click]) -> None:
+        """Move up to a batch of clicks from the queue into `batch` (already held for retry),
+        classifying each; yields to the event loop now and then so redirects never wait for a
+        whole batch. A cancellation midway leaves every click in the queue or in `batch`."""
         queue, enrich = self._queue, self._enrich
-        batch: list[Click] = []
-        for _ in range(min(self._batch_size, len(queue))):
-            raw = queue.popleft()
+        for i in range(min(self._batch_size, len(queue))):
+            if i and not i % YIELD_EVERY:
+                await asyncio.sleep(0)
+            if not queue:
+                break
+            raw = queue[0]
             try:
-                batch.append(enrich(raw))
+                click = enrich(raw)
             except Exception:  # a bug in classifying must not lose the click
                 log.exception("could not classify a click; storing it bare")
-                batch.append(_bare(raw))
-        return batch
+                click = _bare(raw)
+            queue.popleft()
+            batch.append(click)
+            self._held += 1
 
     async def _write_one(self) -> None:
         """Write the oldest failed batch, else the next batch from the queue."""
         if self._retry:
             batch = self._retry[0]
         else:
-            batch = self._next_batch()
+            batch = []
             self._retry.append(batch)  # held until written: a failure or cancel keeps it
-            self._held += len(batch)
+            await self._fill(batch)
         try:
             await self._sink.write(batch)
         except StorageUnavailable:
@@ -245,6 +258,9 @@ class ClickRecorder:
                     log.exception("%d clicks could not be written before exit", self.pending)
                     raise
                 await asyncio.sleep(0.5 * (attempt + 1))
+
+
+_METHOD: dict[str, Scope] = {"GET": {"method": "GET"}, "HEAD": {"method": "HEAD"}}
 
 
 def bare_click(raw: Raw) -> Click:
