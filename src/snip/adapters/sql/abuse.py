@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,10 +11,9 @@ from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, true,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from snip.adapters.sql.repository import _MAYBE_UNAVAILABLE, _is_unavailable
+from snip.adapters.sql.repository import transaction
 from snip.adapters.sql.schema import blocked_domains, blocklist_state, links, reports
 from snip.domain.checks import BLOCKED_BY_BLOCKLIST, host_key, host_of, key_range, suffixes
-from snip.domain.errors import StorageUnavailable
 from snip.service_layer.abuse import BlockedDomain, Report
 
 BACKFILL_BATCH = 1000
@@ -38,15 +37,8 @@ class SqlAbuseRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    @asynccontextmanager
-    async def _begin(self) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self._engine.begin() as conn:
-                yield conn
-        except _MAYBE_UNAVAILABLE as exc:
-            if not _is_unavailable(exc):
-                raise
-            raise StorageUnavailable("the database is unavailable; try again shortly") from exc
+    def _begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return transaction(self._engine)
 
     # -- the blocklist ---------------------------------------------------------------------
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any
 
@@ -12,10 +11,9 @@ from sqlalchemy import and_, exists, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from snip.adapters.sql.repository import _MAYBE_UNAVAILABLE, _is_unavailable, _to_db, _utc
+from snip.adapters.sql.repository import _to_db, _utc, transaction
 from snip.adapters.sql.schema import api_keys, audit_log, users
 from snip.domain.accounts import ApiKey, AuditEntry, User, UserRole, format_scopes
-from snip.domain.errors import StorageUnavailable
 from snip.service_layer.ports import DuplicateKey
 
 _KEY_COLUMNS = (
@@ -32,17 +30,8 @@ class SqlAccountRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    @asynccontextmanager
-    async def _begin(self) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self._engine.begin() as conn:
-                yield conn
-        except IntegrityError:
-            raise
-        except _MAYBE_UNAVAILABLE as exc:
-            if not _is_unavailable(exc):
-                raise
-            raise StorageUnavailable("the database is unavailable; try again shortly") from exc
+    def _begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return transaction(self._engine)
 
     # -- users -------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from snip.adapters.sql.repository import SqlLinkRepository
+from snip.adapters.sql.repository import transaction
 from snip.adapters.sql.schema import clicks, link_counters
 from snip.domain.clicks import Click
 from snip.domain.errors import StorageUnavailable
@@ -35,7 +35,6 @@ class SqlClickStore:
     def __init__(self, engine: AsyncEngine, *, shards: int = 8, keep_clicks: bool = True) -> None:
         self._engine = engine
         self._keep_clicks = keep_clicks
-        self._links = SqlLinkRepository(engine)  # for its error mapping (StorageUnavailable)
         self._shards = max(1, shards)
         self._dialect = engine.dialect.name
         self._ts: Any = clicks.c.ts.type.dialect_impl(engine.dialect).bind_processor(engine.dialect) \
@@ -69,7 +68,7 @@ class SqlClickStore:
 
     async def _write_exact(self, by_id: dict[str, Click]) -> int:
         """Portable: one multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING id."""
-        async with self._links._begin() as conn:
+        async with transaction(self._engine) as conn:
             if self._keep_clicks:
                 # SQLAlchemy's "insertmanyvalues": one statement, the rows in one VALUES list.
                 result = await conn.execute(self._insert_clicks, [_row(c) for c in by_id.values()])
@@ -93,7 +92,7 @@ class SqlClickStore:
                  c.user_agent, c.browser, c.os, c.device, int(c.is_bot), c.bot_reason, c.ip,
                  c.country) for c in by_id.values()]
         flat = tuple(value for row in rows for value in row)
-        async with self._links._begin() as conn:
+        async with transaction(self._engine) as conn:
             # One multi-row INSERT (one step in SQLite's C code, one release of the GIL), its
             # text cached per batch size by the driver's statement cache.
             result = await conn.exec_driver_sql(_sqlite_insert(len(rows)), flat)
@@ -118,7 +117,7 @@ class SqlClickStore:
             [c.device for c in values], [c.is_bot for c in values],
             [c.bot_reason for c in values], [c.ip for c in values], [c.country for c in values],
         ]
-        async with self._links._begin() as conn:
+        async with transaction(self._engine) as conn:
             raw = await conn.get_raw_connection()
             driver: Any = raw.driver_connection
             try:
@@ -140,7 +139,7 @@ class SqlClickStore:
         stmt = select(func.count()).select_from(clicks)
         if code is not None:
             stmt = stmt.where(clicks.c.code == code)
-        async with self._links._begin() as conn:
+        async with transaction(self._engine) as conn:
             return int(await conn.scalar(stmt) or 0)
 
 

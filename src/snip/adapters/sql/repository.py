@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -83,23 +83,29 @@ def _to_db(value: datetime | None) -> datetime | None:
     return None if value is None else value.astimezone(UTC)
 
 
+@asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One transaction; connection trouble becomes `StorageUnavailable` (503), other errors
+    (an integrity error, a bug) pass through. Every SQL adapter of snip goes through this."""
+    try:
+        async with engine.begin() as conn:
+            yield conn
+    except IntegrityError:
+        raise
+    except _MAYBE_UNAVAILABLE as exc:
+        if not _is_unavailable(exc):
+            raise
+        raise StorageUnavailable("the database is unavailable; try again shortly") from exc
+
+
 class SqlLinkRepository:
     """`LinkRepository` over an async SQLAlchemy engine (SQLite or PostgreSQL)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    @asynccontextmanager
-    async def _begin(self) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self._engine.begin() as conn:
-                yield conn
-        except IntegrityError:
-            raise
-        except _MAYBE_UNAVAILABLE as exc:
-            if not _is_unavailable(exc):
-                raise
-            raise StorageUnavailable("the database is unavailable; try again shortly") from exc
+    def _begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return transaction(self._engine)
 
     async def add(self, link: Link) -> Link:
         values = {

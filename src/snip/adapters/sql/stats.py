@@ -7,6 +7,7 @@ never make a click count twice or not at all.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from snip.adapters.sql.repository import SqlLinkRepository
+from snip.adapters.sql.repository import transaction
 from snip.adapters.sql.schema import click_daily, clicks
 from snip.service_layer.stats import CLICK_FIELDS, Click, Cursor, Tally, Window
 
@@ -53,8 +54,8 @@ class SqlClickStats:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
-        # Reuse the repository's mapping of connection failures to StorageUnavailable (503).
-        self._begin = SqlLinkRepository(engine)._begin
+        # Connection failures become StorageUnavailable (503), as in every SQL adapter.
+        self._begin = functools.partial(transaction, engine)
 
     def _bucket(self, interval: str) -> ColumnElement[Any]:
         """The bucket key of a raw click as text: 'YYYY-MM-DD' or 'YYYY-MM-DD HH' (UTC)."""
