@@ -79,8 +79,12 @@ class Snip:
         except Exception:
             log.exception("could not write the last clicks")
         if self.click_consumer is not None:
-            # Writes what this process just put in the stream, if the database takes it.
-            await self.click_consumer.close(drain=True)
+            # Writes what this process just put in the stream, if the database takes it. With
+            # Redis down the entries stay in the stream for the next consumer: log, go on closing.
+            try:
+                await self.click_consumer.close(drain=True)
+            except Exception:
+                log.exception("could not drain the click stream before exit")
         for closeable in self.click_closeables:
             with contextlib.suppress(Exception):
                 result = closeable.close()

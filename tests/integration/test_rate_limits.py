@@ -302,9 +302,8 @@ async def test_two_instances_sharing_redis_share_the_limit(start: Start) -> None
 
 async def test_with_redis_down_limits_hold_per_process_and_nothing_fails(start: Start) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
-    # (No click-stream consumer: this test is about the limiter, not the click pipeline.)
-    running = await start(redis_url=dead, rate_limit_not_found="4/hour",
-                          clicks_embedded_worker=False)
+    # The click-stream consumer is on (the default): closing must not fail on the dead Redis.
+    running = await start(redis_url=dead, rate_limit_not_found="4/hour")
     client = await running.client()
     statuses = [(await client.get(f"/nope{i}")).status_code for i in range(6)]
     assert statuses == [404] * 4 + [429] * 2
