@@ -14,10 +14,11 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
 from snip.domain.errors import SnipError
+from snip.domain.links import as_utc
 
 Role = Literal["admin", "user", "anonymous", "system"]
 UserRole = Literal["admin", "user"]
@@ -268,9 +269,7 @@ def parse_expiry(text: str | None, now: datetime) -> datetime | None:
 def validate_expiry(when: datetime | None, now: datetime) -> datetime | None:
     if when is None:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    when = when.astimezone(UTC)
+    when = as_utc(when)
     if when <= now:
         raise InvalidAccount("a key's expiry must lie in the future")
     return when

@@ -192,9 +192,7 @@ def validate_expires_at(expires_at: datetime | None, now: datetime) -> datetime 
     """Expiry must carry a time zone (or is taken as UTC) and lie in the future when set."""
     if expires_at is None:
         return None
-    if expires_at.tzinfo is None:
-        expires_at = expires_at.replace(tzinfo=UTC)
-    expires_at = expires_at.astimezone(UTC)
+    expires_at = as_utc(expires_at)
     if expires_at <= now:
         raise InvalidLink("expires_at must lie in the future")
     return expires_at
@@ -228,3 +226,8 @@ class LinkQuery:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """`value` in UTC; a naive one (SQLite hands them back, people type them) is taken as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 from snip.domain import codes, links, urls
 from snip.domain.checks import Blocklist, host_key, host_of
 from snip.domain.errors import BlockedURL, SnipError
-from snip.domain.links import ANONYMOUS_OWNER
+from snip.domain.links import ANONYMOUS_OWNER, as_utc
 from snip.service_layer import passwords
 from snip.service_layer.ports import ImportRow, LinkImportStore
 
@@ -189,7 +189,7 @@ def _when(text: str) -> datetime:
     if text.isdigit():  # a Unix timestamp
         return datetime.fromtimestamp(int(text), UTC)
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))  # YOURLS: "2024-01-02 03:04:05"
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return as_utc(value)
 
 
 def _chunks(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:

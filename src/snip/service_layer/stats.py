@@ -19,6 +19,7 @@ from typing import Any, Final, Literal, Protocol
 
 from snip.domain.accounts import Actor
 from snip.domain.errors import Forbidden, LinkNotFound, StorageUnavailable
+from snip.domain.links import as_utc
 from snip.service_layer.links import LinkService
 
 log = logging.getLogger(__name__)
@@ -174,10 +175,8 @@ def parse_time(name: str, value: str | None) -> datetime | None:
     except ValueError:
         raise InvalidQuery(name, f"'{value}' is not an ISO 8601 date or time, "
                                  "e.g. 2026-11-01 or 2026-11-01T12:00:00Z") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
     try:
-        parsed = parsed.astimezone(UTC)
+        parsed = as_utc(parsed)
     except (OverflowError, ValueError):
         raise InvalidQuery(name, f"'{value}' is out of range") from None
     if not EARLIEST <= parsed <= LATEST:

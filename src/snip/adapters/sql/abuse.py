@@ -4,25 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from snip.adapters.sql.repository import transaction
+from snip.adapters.sql.repository import _utc, transaction
 from snip.adapters.sql.schema import blocked_domains, blocklist_state, links, reports
 from snip.domain.checks import BLOCKED_BY_BLOCKLIST, host_key, host_of, key_range, suffixes
 from snip.service_layer.abuse import BlockedDomain, Report
 
 BACKFILL_BATCH = 1000
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _in_domain(domain: str) -> Any:

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from snip.adapters.sql.schema import link_counters, link_tags, links
 from snip.domain.checks import BLOCKED_BY_BLOCKLIST, host_key, host_of
 from snip.domain.errors import StorageUnavailable
-from snip.domain.links import Link, LinkQuery, RedirectTarget
+from snip.domain.links import Link, LinkQuery, RedirectTarget, as_utc
 from snip.service_layer.ports import DuplicateKey, Page
 
 # A link's visits: those taken atomically in links.visits (links with a limit) plus the sum of
@@ -74,9 +74,7 @@ _UPDATABLE = frozenset(
 
 def _utc(value: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; every time snip stores is UTC."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return None if value is None else as_utc(value)
 
 
 def _to_db(value: datetime | None) -> datetime | None:

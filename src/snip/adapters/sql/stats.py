@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from snip.adapters.sql.repository import transaction
 from snip.adapters.sql.schema import click_daily, clicks
+from snip.domain.links import as_utc
 from snip.service_layer.stats import CLICK_FIELDS, Click, Cursor, Tally, Window
 
 # The raw column behind each rollup dimension (`link` is the global view's top links).
@@ -42,10 +43,6 @@ COLUMNS = {
 }
 _HUMANS = func.sum(case((clicks.c.is_bot, 0), else_=1))
 _BOTS = func.sum(case((clicks.c.is_bot, 1), else_=0))
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class SqlClickStats:
@@ -154,7 +151,7 @@ class SqlClickStats:
         query = query.order_by(clicks.c.ts.desc(), clicks.c.id.desc()).limit(limit)
         async with self._begin() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        return [Click(**{**row, "ts": _utc(row["ts"]), "is_bot": bool(row["is_bot"])})
+        return [Click(**{**row, "ts": as_utc(row["ts"]), "is_bot": bool(row["is_bot"])})
                 for row in rows]
 
     async def purge_day(self, before: datetime) -> tuple[str, int] | None:
@@ -162,7 +159,7 @@ class SqlClickStats:
             oldest = await conn.scalar(select(func.min(clicks.c.ts)).where(clicks.c.ts < before))
             if oldest is None:
                 return None
-            start = _utc(oldest).replace(hour=0, minute=0, second=0, microsecond=0)
+            start = as_utc(oldest).replace(hour=0, minute=0, second=0, microsecond=0)
             end = min(start + timedelta(days=1), before)
             day = start.date().isoformat()
             in_day = and_(clicks.c.ts >= start, clicks.c.ts < end)
