@@ -2,42 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
 import click
 
-from snip.bootstrap import Snip, running
-from snip.config import Settings
-from snip.domain.errors import SnipError
+from snip.bootstrap import Snip
 from snip.domain.links import Link, LinkQuery
+from snip.entrypoints.cli_common import run as _run
+from snip.entrypoints.cli_common import settings as _settings
 from snip.service_layer.links import NewLink
 
 T = TypeVar("T")
-
-
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except Exception as exc:  # pydantic's ValidationError: a bad SNIP_* variable
-        raise click.ClickException(f"bad configuration: {exc}") from exc
-
-
-def _run(use: Callable[[Snip], Awaitable[T]]) -> T:
-    """Start snip's services (migrating the database if needed), run `use`, close cleanly."""
-
-    async def main() -> T:
-        async with running(_settings()) as snip:
-            return await use(snip)
-
-    try:
-        return asyncio.run(main())
-    except SnipError as exc:
-        raise click.ClickException(exc.detail) from exc
 
 
 def _as_dict(snip: Snip, link: Link) -> dict[str, Any]:

@@ -17,15 +17,11 @@ from snip.bootstrap import Snip
 from snip.domain.accounts import Actor
 from snip.domain.checks import parse_domains
 from snip.domain.errors import InvalidLink
+from snip.entrypoints.cli_common import run
 from snip.service_layer.abuse import ACTIONS, AbuseService, BlocklistChange, Report
 
 SYSTEM = Actor.system()
 
-
-def _cli() -> Any:
-    from snip.entrypoints import cli  # the shared helpers (settings, run); imported late
-
-    return cli
 
 
 def _abuse(snip: Snip) -> AbuseService:
@@ -54,7 +50,7 @@ def add(domains: tuple[str, ...], reason: str | None) -> None:
     async def use(snip: Snip) -> BlocklistChange:
         return await _abuse(snip).block(domains, actor=SYSTEM, reason=reason)
 
-    click.echo(_said(_cli()._run(use), "blocked", len(set(domains))))
+    click.echo(_said(run(use), "blocked", len(set(domains))))
 
 
 @blocklist.command(name="remove")
@@ -65,7 +61,7 @@ def remove(domains: tuple[str, ...]) -> None:
     async def use(snip: Snip) -> BlocklistChange:
         return await _abuse(snip).unblock(domains, actor=SYSTEM)
 
-    click.echo(_said(_cli()._run(use), "unblocked", len(set(domains))))
+    click.echo(_said(run(use), "unblocked", len(set(domains))))
 
 
 @blocklist.command(name="list")
@@ -78,7 +74,7 @@ def list_domains(as_json: bool) -> None:
                  "added_by": d.added_by, "created_at": d.created_at.isoformat(),
                  "links": d.links} for d in await _abuse(snip).blocked_domains()]
 
-    items = _cli()._run(use)
+    items = run(use)
     if as_json:
         click.echo(json.dumps(items, indent=2))
         return
@@ -102,7 +98,7 @@ def import_file(file: Path, reason: str | None) -> None:
     async def use(snip: Snip) -> BlocklistChange:
         return await _abuse(snip).block(domains, actor=SYSTEM, reason=reason)
 
-    click.echo(_said(_cli()._run(use), "blocked", len(domains)))
+    click.echo(_said(run(use), "blocked", len(domains)))
 
 
 @click.group()
@@ -129,7 +125,7 @@ def list_reports(status: str, limit: int, as_json: bool) -> None:
             status=None if status == "all" else status, limit=limit)
         return [_report_dict(r) for r in items], total
 
-    items, total = _cli()._run(use)
+    items, total = run(use)
     if as_json:
         click.echo(json.dumps({"total": total, "items": items}, indent=2))
         return
@@ -150,7 +146,7 @@ def resolve(report_id: int, action: str, domain: str | None) -> None:
     async def use(snip: Snip) -> tuple[Report, list[int]]:
         return await _abuse(snip).resolve(report_id, action, actor=SYSTEM, domain=domain)
 
-    report, ids = _cli()._run(use)
+    report, ids = run(use)
     click.echo(f"{action}: link {report.code}; resolved reports {', '.join(map(str, ids)) or '-'}")
 
 

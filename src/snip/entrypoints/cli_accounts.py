@@ -27,16 +27,12 @@ from snip.domain.accounts import (
     validate_given_key,
 )
 from snip.domain.links import utcnow
+from snip.entrypoints.cli_common import run
 from snip.service_layer.accounts import AccountService, Bootstrap
 
 log = logging.getLogger(__name__)
 SYSTEM = Actor.system()
 
-
-def _cli() -> Any:
-    from snip.entrypoints import cli  # the shared helpers (settings, run); imported late
-
-    return cli
 
 
 def _accounts(snip: Snip) -> AccountService:
@@ -89,7 +85,7 @@ def users_create(name: str, role: str, with_key: bool) -> None:
         user, key = await _accounts(snip).create_user(SYSTEM, name, role, with_key=with_key)
         return user, key.key if key else None
 
-    user, key = _cli()._run(use)
+    user, key = run(use)
     click.echo(f"created {user.role} '{user.name}'", err=True)
     if key is not None:
         click.echo("its API key (shown only this once; store it now):", err=True)
@@ -104,7 +100,7 @@ def users_list(as_json: bool) -> None:
     async def use(snip: Snip) -> list[User]:
         return await _accounts(snip).users(SYSTEM)
 
-    found = _cli()._run(use)
+    found = run(use)
     if as_json:
         click.echo(json.dumps([_user_dict(u) for u in found], indent=2))
         return
@@ -124,7 +120,7 @@ def users_update(name: str, role: str | None, disabled: bool | None) -> None:
     async def use(snip: Snip) -> User:
         return await _accounts(snip).change_user(SYSTEM, name, role=role, disabled=disabled)
 
-    user = _cli()._run(use)
+    user = run(use)
     click.echo(f"{user.name}\t{user.role}\t{'disabled' if user.disabled else 'active'}")
 
 
@@ -156,7 +152,7 @@ def keys_create(user: str, scopes: str | None, expires: str | None, name: str | 
                                                 expires_at=expires_at, name=name)
         return made.key, made.info
 
-    key, info = _cli()._run(use)
+    key, info = run(use)
     click.echo(f"created key {info.id} ({info.prefix}…) for '{info.user}', scopes "
                f"{format_scopes(info.scopes)}, expires {_when(info.expires_at)}", err=True)
     click.echo("the key (shown only this once; store it now):", err=True)
@@ -172,7 +168,7 @@ def keys_list(user: str | None, as_json: bool) -> None:
     async def use(snip: Snip) -> list[ApiKey]:
         return await _accounts(snip).keys(SYSTEM, user)
 
-    found = _cli()._run(use)
+    found = run(use)
     if as_json:
         click.echo(json.dumps([_key_dict(k) for k in found], indent=2))
         return
@@ -192,7 +188,7 @@ def keys_revoke(key_id: int) -> None:
     async def use(snip: Snip) -> ApiKey:
         return await _accounts(snip).revoke_key(SYSTEM, key_id)
 
-    key = _cli()._run(use)
+    key = run(use)
     click.echo(f"revoked key {key.id} ({key.prefix}…) of '{key.user}'")
 
 
@@ -212,7 +208,7 @@ def audit(limit: int, by: str | None, action: str | None, as_json: bool) -> None
         return [{"id": e.id, "at": e.at.isoformat(), "actor": e.actor, "action": e.action,
                  "target": e.target, "details": e.details} for e in entries]
 
-    entries = _cli()._run(use)
+    entries = run(use)
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return

@@ -9,6 +9,7 @@ import click
 
 from snip.bootstrap import Snip
 from snip.domain.accounts import Actor
+from snip.entrypoints.cli_common import run, settings
 from snip.service_layer.stats import (
     InvalidQuery,
     PurgeResult,
@@ -23,11 +24,6 @@ def _stats(snip: Snip) -> StatsService:
         raise click.ClickException("the stats service is not wired")
     return snip.stats
 
-
-def _cli() -> Any:
-    from snip.entrypoints import cli  # the shared helpers (settings, run); imported late
-
-    return cli
 
 
 @click.group()
@@ -44,8 +40,7 @@ def purge(older_than: int | None) -> None:
 
     One transaction per day; stats stay the same. Safe while servers run and purge too.
     """
-    cli = _cli()
-    days = cli._settings().click_retention_days if older_than is None else older_than
+    days = settings().click_retention_days if older_than is None else older_than
     if days == 0 and older_than is None:
         click.echo("retention is off (SNIP_CLICK_RETENTION_DAYS=0): nothing purged", err=True)
         return
@@ -53,7 +48,7 @@ def purge(older_than: int | None) -> None:
     async def use(snip: Snip) -> PurgeResult:
         return await _stats(snip).purge(days)
 
-    result: PurgeResult = cli._run(use)
+    result: PurgeResult = run(use)
     for day in result.days:
         click.echo(f"rolled up {day}")
     click.echo(f"purged {result.clicks} clicks in {len(result.days)} days "
@@ -70,7 +65,6 @@ def purge(older_than: int | None) -> None:
 def stats_command(code: str, start: str | None, end: str | None, interval: str,
                   json_out: bool) -> None:
     """Show click totals, the series and top values of CODE."""
-    cli = _cli()
 
     async def use(snip: Snip) -> dict[str, Any]:
         svc = _stats(snip)
@@ -79,7 +73,7 @@ def stats_command(code: str, start: str | None, end: str | None, interval: str,
         return as_json(await svc.link_stats(Actor.system(), code, win), code)
 
     try:
-        out = cli._run(use)
+        out = run(use)
     except InvalidQuery as exc:
         raise click.BadParameter(exc.message, param_hint=f"--{exc.field}") from None
     if json_out:

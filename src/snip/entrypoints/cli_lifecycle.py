@@ -14,18 +14,11 @@ import click
 from snip.adapters import formats
 from snip.adapters.sql.bulk import SqlLinkImportStore
 from snip.bootstrap import Snip, running
-from snip.config import Settings
 from snip.domain.errors import SnipError
+from snip.entrypoints.cli_common import settings as read_settings
 from snip.service_layer.importer import Importer, ImportReport, Rules
 
 BYTES_PER_ROW_GUESS = 60  # for the progress bar's length and the pool decision
-
-
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except Exception as exc:  # pydantic's ValidationError: a bad SNIP_* variable
-        raise click.ClickException(f"bad configuration: {exc}") from exc
 
 
 @click.command("import")
@@ -44,7 +37,7 @@ def import_links(file: Path, fmt: str, owner: str | None, workers: int | None,
     Invalid rows are reported with their row number and skipped. Running the same import
     again creates nothing twice.
     """
-    settings = _settings()
+    settings = read_settings()
     try:
         kind = formats.detect(file) if fmt == "auto" else fmt
         rows = formats.read(file, kind)
@@ -103,7 +96,7 @@ def export_links(fmt: str, output: Path | None) -> None:
     The file holds password hashes of protected links (so that an import restores them):
     keep it as safe as the database.
     """
-    settings = _settings()
+    settings = read_settings()
 
     async def main(out: IO[str]) -> int:
         count = 0

@@ -15,6 +15,7 @@ import signal
 import click
 
 from snip.config import Settings
+from snip.entrypoints.cli_common import settings as read_settings
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,8 @@ async def _work(settings: Settings, name: str | None, once: bool) -> int:
 def worker(name: str | None, once: bool) -> None:
     """Write clicks from the Redis stream to the database (needs SNIP_REDIS_URL)."""
     from snip.entrypoints import logs
-    from snip.entrypoints.cli import _settings
 
-    settings = _settings()
+    settings = read_settings()
     if not settings.redis_url:
         raise click.ClickException("snip worker needs SNIP_REDIS_URL (the click stream)")
     logs.configure(settings.log_level, settings.log_format)
