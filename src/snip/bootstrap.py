@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +28,21 @@ from snip.config import Settings
 from snip.service_layer.abuse import AbuseService
 from snip.service_layer.accounts import AccountService
 from snip.service_layer.checks import configure as configure_checks
-from snip.service_layer.clicks import ClickEnricher, ClickRecorder, ClickSink, bare_click
+from snip.service_layer.clicks import (
+    CaptureSink,
+    ClickCapture,
+    ClickEnricher,
+    ClickRecorder,
+    ClickSink,
+    Raw,
+    bare_capture,
+    capture,
+)
 from snip.service_layer.limits import Limits
 from snip.service_layer.links import LinkService
 from snip.service_layer.ports import LinkRepository
 from snip.service_layer.stats import StatsService
+from snip.service_layer.tally import VisitTally
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +57,7 @@ class Snip:
     engine: AsyncEngine
     cache: MemoryRedirectCache
     links: LinkService
-    clicks: ClickRecorder
+    clicks: ClickCapture  # a ClickRecorder, or a VisitTally with click tracking off
     shared: RedisSharedCache | None = None
     metrics: SnipMetrics | None = None
     click_consumer: Any = None  # the embedded stream consumer (distributed mode), if any
@@ -158,35 +168,29 @@ def build(settings: Settings | None = None) -> Snip:
 
 
 def _click_pipeline(settings: Settings, engine: AsyncEngine
-                    ) -> tuple[ClickRecorder, Any, list[Any]]:
-    """The click recorder, writing to the database or (with Redis) to the click stream.
+                    ) -> tuple[ClickCapture, Any, list[Any]]:
+    """The click recorder: what a redirect's click goes through, by deployment.
 
-    With Redis, each `snip serve` process also runs a stream consumer unless
-    SNIP_CLICKS_EMBEDDED_WORKER is off, so a single host never piles up unconsumed clicks.
+    - Redis configured: classified here, added to the click stream (distributed mode). Each
+      `snip serve` process also runs a stream consumer unless SNIP_CLICKS_EMBEDDED_WORKER is
+      off, so a single host never piles up unconsumed clicks.
+    - Served by `snip serve` without Redis: captured here, handed to the click-writer process
+      (`snip.entrypoints.click_writer`), which classifies and writes them.
+    - Otherwise (SNIP_CLICKS_WRITER=inline, or the app run by another server): classified and
+      written from this process.
     """
     from snip.adapters.sql.clicks import SqlClickStore
-    from snip.entrypoints.clients import ClientAddresses, parse_networks
 
-    # SNIP_TRACK_CLICKS=false: no click rows and nothing classified, but visits still count.
-    store = SqlClickStore(engine, shards=settings.clicks_counter_shards,
-                          keep_clicks=settings.track_clicks)
-    closeables: list[Any] = []
-    country_of = None
-    if settings.geoip_db and settings.track_clicks:
-        from snip.adapters.geoip import GeoIP
-
-        geoip = GeoIP(settings.geoip_db)
-        closeables.append(geoip)
-        country_of = geoip.country_of
-    proxies = parse_networks(settings.trusted_proxies)
-    enrich = ClickEnricher(
-        ip_tracking=settings.ip_tracking,
-        # Without trusted proxies the socket peer is the client: no header walk, no parsing.
-        client_of=ClientAddresses(proxies).of if proxies else None,
-        country_of=country_of,
-    ) if settings.track_clicks else bare_click
-    sink: ClickSink = store
+    store = SqlClickStore(engine, shards=settings.clicks_counter_shards)
+    if not settings.track_clicks:
+        # No click rows, nothing classified: visits still count, per code, in memory.
+        return VisitTally(store, interval=settings.visit_flush_interval), None, []
+    enrich: Callable[[Raw], Any]
+    enrich, closeables = click_enricher(settings)
+    sink: ClickSink | CaptureSink = store
     consumer = None
+    bare = None
+    age = settings.visit_flush_interval
     if settings.redis_url:
         from snip.adapters.redis_stream import RedisClickSink, StreamConsumer
 
@@ -199,15 +203,111 @@ def _click_pipeline(settings: Settings, engine: AsyncEngine
                                       batch_size=settings.clicks_batch_size,
                                       block=settings.visit_flush_interval,
                                       claim_idle=settings.clicks_claim_idle)
+    elif settings.clicks_writer_socket:
+        from snip.adapters.click_writer import WriterClient
+
+        writer = WriterClient(settings.clicks_writer_socket, store, enrich)
+        closeables.insert(0, writer)  # closed first: its last frames go before the rest
+        sink, enrich, bare = writer, capture, bare_capture
+        # Handing a batch on is cheap: do it soon, so a click waits for one batch age (the
+        # writer's), not two.
+        age = min(age, FORWARD_AGE)
     recorder = ClickRecorder(sink, enrich, queue_size=settings.clicks_queue_size,
-                             batch_size=settings.clicks_batch_size,
-                             batch_age=settings.visit_flush_interval,
-                             keep_scope=settings.track_clicks)
+                             batch_size=settings.clicks_batch_size, batch_age=age, bare=bare)
     return recorder, consumer, closeables
+
+
+FORWARD_AGE = 0.1  # seconds a worker holds captured clicks before handing them to the writer
+WRITER_BATCH = 20_000  # clicks per transaction in the click-writer process, at most
+
+
+@dataclass
+class ClickWriter:
+    """The click-writer process's parts (`snip.entrypoints.click_writer`): one recorder fed by
+    every HTTP worker, classifying and writing to the database in batches."""
+
+    engine: AsyncEngine
+    recorder: ClickRecorder
+    server: Any  # snip.adapters.click_writer.WriterServer
+    metrics: SnipMetrics | None
+    closeables: list[Any]
+
+    def start(self) -> None:
+        self.recorder.start()
+        if self.metrics is not None:
+            self.metrics.start()
+
+    async def close(self) -> None:
+        try:
+            await self.recorder.close()
+        except Exception:
+            log.exception("could not write the last clicks")
+        if self.metrics is not None:
+            await self.metrics.close()
+        for closeable in self.closeables:
+            with contextlib.suppress(Exception):
+                closeable.close()
+        await self.engine.dispose()
+
+
+def build_click_writer(settings: Settings) -> ClickWriter:
+    from snip.adapters.click_writer import WriterServer
+    from snip.adapters.sql.clicks import SqlClickStore
+
+    engine = make_engine(settings.database_url, pool_size=2,
+                         connect_timeout=settings.db_connect_timeout,
+                         statement_timeout=max(settings.db_statement_timeout, 30.0),
+                         pool_timeout=settings.db_pool_timeout)
+    store = SqlClickStore(engine, shards=settings.clicks_counter_shards, large_batches=True)
+    enrich, closeables = click_enricher(settings)
+    # Large batches (up to a second of clicks at 20k/s) in one transaction each: on SQLite the
+    # index work per click falls by half (docs/performance.md, "Click recording cost").
+    recorder = ClickRecorder(store, enrich, batch_size=WRITER_BATCH,
+                             queue_size=max(settings.clicks_queue_size, 5 * WRITER_BATCH),
+                             batch_age=settings.visit_flush_interval)
+    metrics = None
+    if settings.metrics_enabled and settings.metrics_dir:  # the workers' scrapes merge it in
+        metrics = SnipMetrics(Path(settings.metrics_dir))
+        queue, lag = metrics.clicks_queue.labels(), metrics.clicks_lag.labels()
+        written, dropped = metrics.clicks_written.labels(), metrics.clicks_dropped.labels()
+
+        def refresh() -> None:
+            queue.set(recorder.pending)
+            lag.set(recorder.lag())
+            written.value = float(recorder.written)
+            dropped.value = float(recorder.dropped)
+
+        metrics.before_write(refresh)
+    return ClickWriter(engine, recorder, WriterServer(recorder), metrics, closeables)
+
+
+def click_enricher(settings: Settings) -> tuple[ClickEnricher, list[Any]]:
+    """What classifies clicks, per the settings (GeoIP, trusted proxies, address tracking); and
+    what must be closed with it."""
+    from snip.entrypoints.clients import ClientAddresses, parse_networks
+
+    closeables: list[Any] = []
+    country_of = None
+    if settings.geoip_db:
+        from snip.adapters.geoip import GeoIP
+
+        geoip = GeoIP(settings.geoip_db)
+        closeables.append(geoip)
+        country_of = geoip.country_of
+    proxies = parse_networks(settings.trusted_proxies)
+    enrich = ClickEnricher(
+        ip_tracking=settings.ip_tracking,
+        # Without trusted proxies the socket peer is the client: no header walk, no parsing.
+        client_of=ClientAddresses(proxies).of if proxies else None,
+        country_of=country_of,
+    )
+    return enrich, closeables
 
 
 def _observe(snip: Snip, metrics: SnipMetrics) -> None:
     """Gauges read from live state: before each snapshot, and at scrape time."""
+    from snip.adapters.click_writer import WriterClient
+
     pool: Any = snip.engine.pool
     in_use, size = metrics.db_pool_in_use.labels(), metrics.db_pool_size.labels()
     queue, lag = metrics.clicks_queue.labels(), metrics.clicks_lag.labels()
@@ -218,7 +318,10 @@ def _observe(snip: Snip, metrics: SnipMetrics) -> None:
         size.set(pool.size())
         queue.set(snip.clicks.pending)
         lag.set(snip.clicks.lag())
-        written.value = float(snip.clicks.written)
+        # Clicks forwarded to the click-writer process are counted there, when written.
+        sink = getattr(snip.clicks, "sink", None)
+        written.value = float(sink.fallback_written if isinstance(sink, WriterClient)
+                              else snip.clicks.written)
         dropped.value = float(snip.clicks.dropped)
 
     metrics.before_write(refresh)

@@ -79,6 +79,14 @@ class Settings(BaseSettings):
         description="With Redis: every `snip serve` process also consumes the click stream "
         "(turn off when dedicated `snip worker` processes do)",
     )
+    clicks_writer: Literal["process", "inline"] = Field(
+        "process",
+        description="Without Redis: `snip serve` classifies and writes clicks in one writer "
+        "process beside its HTTP workers (process), or each worker does it itself (inline)",
+    )
+    clicks_writer_socket: str | None = Field(
+        None, description="Set by `snip serve` for its workers: the click writer's Unix socket",
+    )
     auto_migrate: bool = Field(True, description="Apply database migrations on start")
     db_pool_size: int = Field(10, ge=1, le=1000, description="Database connections per process")
     db_connect_timeout: float = Field(

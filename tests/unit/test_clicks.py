@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import marshal
+
 import pytest
 
 from snip.domain.clicks import (
@@ -12,7 +15,8 @@ from snip.domain.clicks import (
     split_referrer,
     tracked_ip,
 )
-from snip.service_layer.clicks import ClickEnricher, bare_click
+from snip.entrypoints.clients import ClientAddresses, parse_networks
+from snip.service_layer.clicks import ClickEnricher, capture, restore
 
 FIREFOX_LINUX = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
 CHROME_WINDOWS = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like "
@@ -151,10 +155,23 @@ def test_a_failing_geoip_lookup_does_not_lose_the_click() -> None:
     assert click.code == "abc" and click.country is None
 
 
-def test_bare_clicks_keep_nothing_about_the_client() -> None:
-    click = bare_click(("abc", 1.0, scope("GET", (b"user-agent", b"curl/8")), True))
-    assert (click.user_agent, click.ip, click.counted) == (None, None, True)
-    assert bare_click(("abc", 1.0, scope("HEAD"), True)).counted is False
+def test_a_capture_classifies_in_another_process_as_the_request_itself() -> None:
+    """The click-writer process gets `capture()`'s plain values over a socket (marshal); what it
+    classifies must be what classifying the request here would have given."""
+    headers = ((b"host", b"s.example"), (b"user-agent", FIREFOX_LINUX.encode()),
+               (b"referer", b"https://news.example.com/a?b=1"), (b"cookie", b"session=secret"),
+               (b"authorization", b"Bearer snip_secret"), (b"x-forwarded-for", b"198.51.100.7"),
+               (b"sec-purpose", b"prefetch"))
+    raw = ("abc", 1.5, {**scope("GET", *headers), "client": ("203.0.113.9", 5555)}, True)
+    captured = marshal.loads(marshal.dumps(capture(raw)))
+    assert b"secret" not in marshal.dumps(captured)  # cookies and keys never leave the worker
+    proxies = ClientAddresses(parse_networks(["203.0.113.0/24"])).of
+    enrich = ClickEnricher(ip_tracking="full", client_of=proxies)
+    here, there = enrich(raw), enrich(restore(captured))
+    assert there.id != here.id
+    assert dataclasses.replace(there, id=here.id) == here
+    assert (there.ip, there.bot_reason, there.referrer_host) == (
+        "198.51.100.7", "prefetch", "news.example.com")
 
 
 def test_wire_form_round_trips() -> None:

@@ -17,7 +17,7 @@ from snip.domain.errors import StorageUnavailable
 from snip.domain.links import PERMANENT_STATUSES, RedirectTarget, Verdict
 from snip.entrypoints.observe import RequestIds, access_log, client_address
 from snip.entrypoints.pages import BLOCKED, GONE, NOT_FOUND, TOO_MANY, UNAVAILABLE
-from snip.service_layer.clicks import ClickRecorder
+from snip.service_layer.clicks import ClickCapture
 from snip.service_layer.links import LinkService
 from snip.service_layer.ports import MISS, Decision, Miss, RateLimiter, RedirectCache
 
@@ -45,7 +45,7 @@ class RedirectApp:
         app: ASGIApp,
         service: LinkService,
         cache: RedirectCache,
-        clicks: ClickRecorder,
+        clicks: ClickCapture,
         *,
         permanent_max_age: int,
         metrics: SnipMetrics | None,

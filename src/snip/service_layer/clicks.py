@@ -40,6 +40,13 @@ log = logging.getLogger(__name__)
 Scope = dict[str, Any]
 # What the redirect captures: (code, time, ASGI scope, counted).
 Raw = tuple[str, float, Scope, bool]
+# A capture reduced to what classifying needs, in plain values (`marshal`-able) so that another
+# process can classify it: (code, time, method, socket peer, the headers below, counted).
+Captured = tuple[str, float, str, tuple[str, int] | None, tuple[tuple[bytes, bytes], ...], bool]
+# The request headers a click is made of: the agent, the referrer, prefetch hints, and the
+# proxy headers a trusted proxy sets (`snip.entrypoints.clients`). Nothing else leaves.
+CAPTURED_HEADERS = frozenset({b"user-agent", b"referer", b"sec-purpose", b"purpose",
+                              b"forwarded", b"x-forwarded-for"})
 YIELD_EVERY = 50  # clicks classified between two yields to the event loop
 MAX_REFUSALS = 5  # a batch storage refuses (not: is unavailable) this often is dropped, counted
 
@@ -49,6 +56,36 @@ class ClickSink(Protocol):
 
     async def write(self, batch: Sequence[Click]) -> int:
         """Store `batch` (idempotent on click ids); how many clicks were accepted."""
+
+
+class ClickCapture(Protocol):
+    """What a redirect hands its click to: `ClickRecorder`, or `VisitTally` when click tracking
+    is off (`snip.service_layer.tally`). `record()` never waits and never raises."""
+
+    written: int
+
+    def record(self, code: str, scope: Scope, counted: bool) -> None: ...
+
+    @property
+    def pending(self) -> int: ...
+
+    @property
+    def dropped(self) -> int: ...
+
+    def lag(self) -> float: ...
+
+    def start(self) -> None: ...
+
+    async def flush(self) -> None: ...
+
+    async def close(self, *, tries: int = 3) -> None: ...
+
+
+class CaptureSink(Protocol):
+    """Where captured (unclassified) clicks go: a click-writer process, which classifies them."""
+
+    async def write(self, batch: Sequence[Captured]) -> int:
+        """Hand `batch` on; how many clicks were accepted."""
 
 
 class ClickEnricher:
@@ -96,25 +133,48 @@ def _socket_peer(scope: Scope) -> str | None:
     return str(client[0]) if client else None
 
 
+def capture(raw: Raw) -> Captured:
+    """What a click-writer process needs of a request, without the request: cheap (no parsing,
+    no classifying), so the serving process does no more than this."""
+    code, at, scope, counted = raw
+    wanted = CAPTURED_HEADERS
+    headers = tuple([(n, v) for n, v in scope.get("headers", ()) if n in wanted])
+    client = scope.get("client")
+    return (code, at, scope.get("method", "GET"),
+            (str(client[0]), int(client[1])) if client else None, headers, counted)
+
+
+def restore(captured: Captured) -> Raw:
+    """A capture back as (code, time, scope, counted): what `ClickEnricher` reads."""
+    code, at, method, client, headers, counted = captured
+    return code, at, {"method": method, "client": client, "headers": headers}, counted
+
+
+def captured_at(item: Click | Captured) -> float:
+    return item.at if isinstance(item, Click) else item[1]
+
+
 class ClickRecorder:
     """A bounded in-process queue of clicks and the task that writes them in batches."""
 
-    def __init__(self, sink: ClickSink, enrich: Callable[[Raw], Click] | None = None, *,
+    def __init__(self, sink: ClickSink | CaptureSink, enrich: Callable[[Raw], Any] | None = None, *,
                  queue_size: int = 50_000, batch_size: int = 500, batch_age: float = 1.0,
-                 keep_scope: bool = True) -> None:
+                 bare: Callable[[Raw], Any] | None = None) -> None:
+        """`enrich` turns a capture into what `sink` takes: a `Click` (classified here), or a
+        `Captured` (`capture`) for a sink that hands clicks to a writer process; `bare` is its
+        fallback when it fails."""
         self._sink = sink
-        # Without click tracking only the method is needed: holding every request's scope
-        # until the batch is written would keep thousands of objects alive for the collector.
-        self._keep_scope = keep_scope
         self._enrich = enrich or ClickEnricher()
+        self._bare = bare or _bare
         self._max = queue_size
         self._batch_size = batch_size
         self._batch_age = batch_age
         self._queue: deque[Raw] = deque()
-        self._retry: deque[list[Click]] = deque()  # batches whose write failed, oldest first
+        self._retry: deque[list[Any]] = deque()  # batches whose write failed, oldest first
         self._held = 0  # clicks in `_retry`
         self._refusals = 0  # failed writes of the oldest batch (not "storage unavailable")
         self._wake = asyncio.Event()
+        self._progress = asyncio.Event()  # set after each batch written
         self._writing = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -129,12 +189,38 @@ class ClickRecorder:
         if len(queue) + self._held >= self._max:
             self.dropped += 1
             return
-        queue.append((code, time(), scope if self._keep_scope else _METHOD[scope["method"]],
-                      counted))
+        queue.append((code, time(), scope, counted))
         if len(queue) == self._batch_size:
             self._wake.set()
 
+    def accept(self, raws: Sequence[Raw]) -> int:
+        """Queue clicks captured elsewhere (a click-writer process takes its HTTP workers'
+        batches here); what a full queue cannot hold is counted in `dropped`. Returns how many
+        were queued."""
+        room = max(0, self._max - len(self._queue) - self._held)
+        taken = raws if len(raws) <= room else raws[:room]
+        self.dropped += len(raws) - len(taken)
+        self._queue.extend(taken)
+        if len(self._queue) >= self._batch_size:
+            self._wake.set()
+        return len(taken)
+
+    @property
+    def capacity(self) -> int:
+        return self._max
+
+    async def room(self, below: int) -> None:
+        """Wait until fewer than `below` clicks are pending (the writer has caught up)."""
+        while self.pending >= below:
+            self._progress.clear()
+            self._wake.set()
+            await self._progress.wait()
+
     # -- state, for metrics ----------------------------------------------------------------
+
+    @property
+    def sink(self) -> ClickSink | CaptureSink:
+        return self._sink
 
     @property
     def pending(self) -> int:
@@ -145,14 +231,14 @@ class ClickRecorder:
         """Seconds since the oldest click not yet written was captured (0 when none is)."""
         oldest = None
         if self._retry and self._retry[0]:
-            oldest = self._retry[0][0].at
+            oldest = captured_at(self._retry[0][0])
         elif self._queue:
             oldest = self._queue[0][1]
         return 0.0 if oldest is None else max(0.0, time() - oldest)
 
     # -- writing ---------------------------------------------------------------------------
 
-    async def _fill(self, batch: list[Click]) -> None:
+    async def _fill(self, batch: list[Any]) -> None:
         """Move up to a batch of clicks from the queue into `batch` (already held for retry),
         classifying each; yields to the event loop now and then so redirects never wait for a
         whole batch. A cancellation midway leaves every click in the queue or in `batch`."""
@@ -167,7 +253,7 @@ class ClickRecorder:
                 click = enrich(raw)
             except Exception:  # a bug in classifying must not lose the click
                 log.exception("could not classify a click; storing it bare")
-                click = _bare(raw)
+                click = self._bare(raw)
             queue.popleft()
             batch.append(click)
             self._held += 1
@@ -200,6 +286,7 @@ class ClickRecorder:
         self._retry.popleft()
         self._held -= len(batch)
         self.written += len(batch)
+        self._progress.set()
 
     async def flush(self) -> None:
         """Write everything captured so far (several batches); raises if a write fails.
@@ -260,17 +347,9 @@ class ClickRecorder:
                 await asyncio.sleep(0.5 * (attempt + 1))
 
 
-_METHOD: dict[str, Scope] = {"GET": {"method": "GET"}, "HEAD": {"method": "HEAD"}}
-
-
-def bare_click(raw: Raw) -> Click:
-    """A click with nothing but its code and time: when click tracking is off, visits still
-    count (a GET adds one), and nothing about the client is kept."""
-    code, at, scope, counted = raw
-    return Click(id=new_click_id(), code=code, at=at, referrer_host=None, referrer=None,
-                 user_agent=None, browser=None, os=None, device=None, is_bot=False,
-                 bot_reason=None, ip=None, country=None,
-                 counted=counted and scope.get("method", "GET") == "GET")
+def bare_capture(raw: Raw) -> Captured:
+    code, at, _scope, counted = raw
+    return code, at, "GET", None, (), counted
 
 
 def _bare(raw: Raw) -> Click:

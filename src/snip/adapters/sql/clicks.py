@@ -27,14 +27,22 @@ from snip.domain.clicks import Click
 from snip.domain.errors import StorageUnavailable
 
 MAX_BATCH = 1000  # one statement (insertmanyvalues pages 1000 rows); 14,000 parameters
+LARGE_BATCH_CACHE_KIB = 64 * 1024  # SQLite page cache of the click writer's connection
 
 
 class SqlClickStore:
     """`ClickStore` over the engine the links use (SQLite or PostgreSQL)."""
 
-    def __init__(self, engine: AsyncEngine, *, shards: int = 8, keep_clicks: bool = True) -> None:
+    def __init__(self, engine: AsyncEngine, *, shards: int = 8, keep_clicks: bool = True,
+                 large_batches: bool = False) -> None:
+        """`large_batches`: the click-writer process's store, given tens of thousands of clicks
+        at once. On SQLite a batch is then one transaction however large, its rows sorted by
+        (code, time), with a larger page cache: each leaf of the `(code, ts)` index is written
+        once per batch rather than once per click (docs/performance.md, "Click recording
+        cost")."""
         self._engine = engine
         self._keep_clicks = keep_clicks
+        self._large = large_batches and engine.dialect.name == "sqlite" and keep_clicks
         self._shards = max(1, shards)
         self._dialect = engine.dialect.name
         self._ts: Any = clicks.c.ts.type.dialect_impl(engine.dialect).bind_processor(engine.dialect) \
@@ -52,7 +60,7 @@ class SqlClickStore:
         """Store `batch`; returns how many clicks were new (not already stored)."""
         if not batch:
             return 0
-        if len(batch) > MAX_BATCH:
+        if len(batch) > MAX_BATCH and not self._large:
             total = 0
             for start in range(0, len(batch), MAX_BATCH):
                 total += await self.write(batch[start:start + MAX_BATCH])
@@ -84,19 +92,34 @@ class SqlClickStore:
         return len(new)
 
     async def _write_sqlite(self, by_id: dict[str, Click]) -> int:
-        """The common case on SQLite, without SQLAlchemy's per-parameter work: one multi-row
-        INSERT through the driver. Its row count tells whether every click was new; if not (a
-        redelivered batch), the transaction is rolled back and `_write_exact` runs."""
+        """The common case on SQLite, without SQLAlchemy's per-parameter work: multi-row INSERTs
+        (of up to MAX_BATCH rows) through the driver, in one transaction. Their row counts tell
+        whether every click was new; if not (a redelivered batch), the transaction is rolled
+        back and `_write_exact` runs."""
         ts = self._ts
+        values: Iterable[Click] = by_id.values()
+        if self._large:
+            values = sorted(values, key=_by_code_and_time)
         rows = [(c.id, c.code, ts(datetime.fromtimestamp(c.at, UTC)), c.referrer_host, c.referrer,
                  c.user_agent, c.browser, c.os, c.device, int(c.is_bot), c.bot_reason, c.ip,
-                 c.country) for c in by_id.values()]
-        flat = tuple(value for row in rows for value in row)
+                 c.country) for c in values]
         async with transaction(self._engine) as conn:
-            # One multi-row INSERT (one step in SQLite's C code, one release of the GIL), its
-            # text cached per batch size by the driver's statement cache.
-            result = await conn.exec_driver_sql(_sqlite_insert(len(rows)), flat)
-            if result.rowcount != len(rows):
+            parts: list[tuple[str, Any]]
+            if self._large:
+                # The click-writer process: nothing else runs in it, so the GIL released and
+                # taken again per row costs nothing, and executemany spares building one
+                # flat tuple of every value.
+                await conn.exec_driver_sql(f"PRAGMA cache_size=-{LARGE_BATCH_CACHE_KIB}")
+                parts = [(_sqlite_insert(1), rows)]
+            else:
+                # One multi-row INSERT per MAX_BATCH rows (one step in SQLite's C code, one
+                # release of the GIL), its text cached per size by the driver's statement cache.
+                parts = [(_sqlite_insert(len(part)), tuple(v for row in part for v in row))
+                         for part in (rows[i:i + MAX_BATCH] for i in range(0, len(rows), MAX_BATCH))]
+            stored = 0
+            for statement, params in parts:
+                stored += (await conn.exec_driver_sql(statement, params)).rowcount
+            if stored != len(rows):
                 raise _Redelivered
             counts = _counts(by_id.values())
             if counts:
@@ -133,6 +156,39 @@ class SqlClickStore:
                 _raise_unavailable(exc)
                 raise
         return len(new)
+
+    async def add_visits(self, counts: Sequence[tuple[str, int]]) -> None:
+        """Add `n` visits to each `code` (the visit tally, click tracking off): one transaction,
+        the counts added to ONE shard drawn for the call, `MAX_BATCH` links per statement."""
+        merged: dict[str, int] = {}  # a code twice in one upsert would fail on PostgreSQL
+        for code, n in counts:
+            merged[code] = merged.get(code, 0) + n
+        rows = sorted(item for item in merged.items() if item[1])  # one order: no deadlocks
+        if not rows:
+            return
+        shard = random.randrange(self._shards)
+        chunks = [rows[start:start + MAX_BATCH] for start in range(0, len(rows), MAX_BATCH)]
+        async with transaction(self._engine) as conn:
+            if self._dialect == "sqlite":
+                for chunk in chunks:
+                    await conn.exec_driver_sql(_SQLITE_COUNT,
+                                               [(code, shard, n) for code, n in chunk])
+            elif self._dialect == "postgresql":
+                raw = await conn.get_raw_connection()
+                driver: Any = raw.driver_connection
+                try:
+                    await conn.exec_driver_sql("SELECT 1")  # start SQLAlchemy's transaction
+                    for chunk in chunks:
+                        await driver.execute(_PG_COUNT, [c for c, _ in chunk], shard,
+                                             [n for _, n in chunk])
+                except Exception as exc:
+                    _raise_unavailable(exc)
+                    raise
+            else:
+                for chunk in chunks:
+                    await conn.execute(self._add_counts, [
+                        {"code": code, "shard": shard, "clicks": n} for code, n in chunk
+                    ])
 
     async def count(self, code: str | None = None) -> int:
         """Clicks stored (for one code): for tests and the benchmark."""
@@ -172,6 +228,10 @@ _PG_COUNT = (
     "FROM unnest($1::varchar[], $3::bigint[]) AS t(code, n) "
     "ON CONFLICT (code, shard) DO UPDATE SET clicks = link_counters.clicks + excluded.clicks"
 )
+
+
+def _by_code_and_time(click: Click) -> tuple[str, float]:
+    return click.code, click.at
 
 
 def _counts(new: Iterable[Click]) -> list[tuple[str, int]]:
