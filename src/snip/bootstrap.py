@@ -35,8 +35,7 @@ from snip.service_layer.clicks import (
     ClickRecorder,
     ClickSink,
     Raw,
-    bare_capture,
-    capture,
+    capture_request,
 )
 from snip.service_layer.limits import Limits
 from snip.service_layer.links import LinkService
@@ -189,7 +188,7 @@ def _click_pipeline(settings: Settings, engine: AsyncEngine
     enrich, closeables = click_enricher(settings)
     sink: ClickSink | CaptureSink = store
     consumer = None
-    bare = None
+    capture = None
     age = settings.visit_flush_interval
     if settings.redis_url:
         from snip.adapters.redis_stream import RedisClickSink, StreamConsumer
@@ -208,12 +207,12 @@ def _click_pipeline(settings: Settings, engine: AsyncEngine
 
         writer = WriterClient(settings.clicks_writer_socket, store, enrich)
         closeables.insert(0, writer)  # closed first: its last frames go before the rest
-        sink, enrich, bare = writer, capture, bare_capture
+        sink, capture = writer, capture_request
         # Handing a batch on is cheap: do it soon, so a click waits for one batch age (the
         # writer's), not two.
         age = min(age, FORWARD_AGE)
     recorder = ClickRecorder(sink, enrich, queue_size=settings.clicks_queue_size,
-                             batch_size=settings.clicks_batch_size, batch_age=age, bare=bare)
+                             batch_size=settings.clicks_batch_size, batch_age=age, capture=capture)
     return recorder, consumer, closeables
 
 

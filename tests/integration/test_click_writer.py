@@ -32,8 +32,8 @@ from snip.service_layer.clicks import (
     ClickRecorder,
     Raw,
     Scope,
-    bare_capture,
     capture,
+    capture_request,
 )
 from snip.service_layer.links import NewLink
 
@@ -128,7 +128,7 @@ async def writer(settings: Settings, services: Snip) -> AsyncIterator[ClickWrite
 
 def worker(client: WriterClient, **sizes: Any) -> ClickRecorder:
     """An HTTP worker's recorder in the embedded mode (as `bootstrap._click_pipeline` makes it)."""
-    return ClickRecorder(client, capture, bare=bare_capture, **sizes)
+    return ClickRecorder(client, capture=capture_request, **sizes)
 
 
 # -- clicks reach the database through the writer -------------------------------------------------

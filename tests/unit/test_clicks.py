@@ -178,3 +178,22 @@ def test_wire_form_round_trips() -> None:
     click = ClickEnricher(ip_tracking="full")(("abc", 2.5, scope(
         "GET", (b"user-agent", CHROME_WINDOWS.encode())), False))
     assert Click.from_wire(click.to_wire()) == click
+
+
+@pytest.mark.parametrize("at", [
+    1763700000.0, 1763700000.123456, 1763700000.9999995, 1763700000.99999949, 1763700000.0000005,
+    0.0, 4102444799.999999, *(1763700000 + i / 7 for i in range(50)),
+])
+def test_click_times_are_stored_as_sqlalchemy_stores_them(at: float) -> None:
+    """The SQLite click writer formats times itself (3x cheaper): stats read them back through
+    SQLAlchemy's DATETIME, so the text must be exactly what SQLAlchemy would have written."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy.dialects import sqlite
+
+    from snip.adapters.sql.clicks import _sqlite_time
+    from snip.adapters.sql.schema import clicks
+
+    dialect = sqlite.dialect()
+    bind = clicks.c.ts.type.dialect_impl(dialect).bind_processor(dialect)
+    assert _sqlite_time(at) == bind(datetime.fromtimestamp(at, UTC))

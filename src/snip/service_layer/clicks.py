@@ -133,15 +133,19 @@ def _socket_peer(scope: Scope) -> str | None:
     return str(client[0]) if client else None
 
 
-def capture(raw: Raw) -> Captured:
+def capture_request(code: str, at: float, scope: Scope, counted: bool) -> Captured:
     """What a click-writer process needs of a request, without the request: cheap (no parsing,
-    no classifying), so the serving process does no more than this."""
-    code, at, scope, counted = raw
+    no classifying), so the serving process does no more than this, and keeps no reference to
+    the request (its scope) once it is answered."""
     wanted = CAPTURED_HEADERS
     headers = tuple([(n, v) for n, v in scope.get("headers", ()) if n in wanted])
     client = scope.get("client")
     return (code, at, scope.get("method", "GET"),
             (str(client[0]), int(client[1])) if client else None, headers, counted)
+
+
+def capture(raw: Raw) -> Captured:
+    return capture_request(*raw)
 
 
 def restore(captured: Captured) -> Raw:
@@ -159,13 +163,16 @@ class ClickRecorder:
 
     def __init__(self, sink: ClickSink | CaptureSink, enrich: Callable[[Raw], Any] | None = None, *,
                  queue_size: int = 50_000, batch_size: int = 500, batch_age: float = 1.0,
-                 bare: Callable[[Raw], Any] | None = None) -> None:
-        """`enrich` turns a capture into what `sink` takes: a `Click` (classified here), or a
-        `Captured` (`capture`) for a sink that hands clicks to a writer process; `bare` is its
-        fallback when it fails."""
+                 capture: Callable[[str, float, Scope, bool], Any] | None = None) -> None:
+        """`enrich` turns what the redirect hands over into what `sink` takes (a `Click`),
+        in the writer task. With `capture` instead (`capture_request`, for a sink that hands
+        clicks to a writer process), `record()` reduces the request to that at once and the
+        writer task passes it on as it is."""
         self._sink = sink
-        self._enrich = enrich or ClickEnricher()
-        self._bare = bare or _bare
+        self._enrich = None if capture is not None else (enrich or ClickEnricher())
+        if capture is not None:
+            self._capture = capture
+            self.record = self._record_captured  # type: ignore[method-assign]
         self._max = queue_size
         self._batch_size = batch_size
         self._batch_age = batch_age
@@ -175,6 +182,7 @@ class ClickRecorder:
         self._refusals = 0  # failed writes of the oldest batch (not "storage unavailable")
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()  # set after each batch written
+        self._urgent = False  # write even a partial batch now (someone waits for room)
         self._writing = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -190,6 +198,22 @@ class ClickRecorder:
             self.dropped += 1
             return
         queue.append((code, time(), scope, counted))
+        if len(queue) == self._batch_size:
+            self._wake.set()
+
+    def _record_captured(self, code: str, scope: Scope, counted: bool) -> None:
+        """`record()` when the request is reduced at once (see `__init__`)."""
+        queue = self._queue
+        if len(queue) + self._held >= self._max:
+            self.dropped += 1
+            return
+        at = time()
+        try:
+            item = self._capture(code, at, scope, counted)
+        except Exception:  # never fail a redirect; keep the click, bare
+            log.exception("could not capture a click; keeping it bare")
+            item = (code, at, "GET", None, (), counted)
+        queue.append(item)
         if len(queue) == self._batch_size:
             self._wake.set()
 
@@ -213,6 +237,7 @@ class ClickRecorder:
         """Wait until fewer than `below` clicks are pending (the writer has caught up)."""
         while self.pending >= below:
             self._progress.clear()
+            self._urgent = True
             self._wake.set()
             await self._progress.wait()
 
@@ -243,6 +268,11 @@ class ClickRecorder:
         classifying each; yields to the event loop now and then so redirects never wait for a
         whole batch. A cancellation midway leaves every click in the queue or in `batch`."""
         queue, enrich = self._queue, self._enrich
+        if enrich is None:  # captured already: passed on as they are
+            taken = min(self._batch_size, len(queue))
+            batch.extend([queue.popleft() for _ in range(taken)])
+            self._held += taken
+            return
         for i in range(min(self._batch_size, len(queue))):
             if i and not i % YIELD_EVERY:
                 await asyncio.sleep(0)
@@ -253,7 +283,7 @@ class ClickRecorder:
                 click = enrich(raw)
             except Exception:  # a bug in classifying must not lose the click
                 log.exception("could not classify a click; storing it bare")
-                click = self._bare(raw)
+                click = _bare(raw)
             queue.popleft()
             batch.append(click)
             self._held += 1
@@ -299,6 +329,27 @@ class ClickRecorder:
                 await self._write_one()
                 self._wake.clear()
 
+    def _due(self) -> bool:
+        """Whether the queue holds a batch to write now: a full one, or clicks that have waited
+        the batch age (or a caller waits for room). A younger, partial batch is left to grow:
+        on SQLite a click costs less in a large batch than in a small one."""
+        queue = self._queue
+        return bool(queue) and (self._urgent or len(queue) >= self._batch_size
+                                or time() - queue[0][1] >= self._batch_age)
+
+    async def _write_due(self) -> None:
+        async with self._writing:
+            while self._retry or self._due():
+                await self._write_one()
+            self._urgent = False
+            self._wake.clear()
+
+    def _next_due(self) -> float:
+        """Seconds until the oldest queued click has waited the batch age."""
+        if not self._queue:
+            return self._batch_age
+        return min(self._batch_age, max(0.01, self._queue[0][1] + self._batch_age - time()))
+
     async def _run(self) -> None:
         failing = False
         delay = self._batch_age
@@ -310,7 +361,7 @@ class ClickRecorder:
             if self._stopping.is_set():
                 return
             try:
-                await self.flush()
+                await self._write_due()
             except StorageUnavailable:
                 if not failing:  # one line per outage, not one per try
                     log.warning("clicks cannot be written (storage unavailable); "
@@ -323,7 +374,7 @@ class ClickRecorder:
                 if failing:
                     log.info("clicks written again after a failure")
                 failing = False
-            delay = min(delay * 2, 5.0) if failing else self._batch_age
+            delay = min(delay * 2, 5.0) if failing else self._next_due()
 
     def start(self) -> None:
         if self._task is None:
@@ -345,11 +396,6 @@ class ClickRecorder:
                     log.exception("%d clicks could not be written before exit", self.pending)
                     raise
                 await asyncio.sleep(0.5 * (attempt + 1))
-
-
-def bare_capture(raw: Raw) -> Captured:
-    code, at, _scope, counted = raw
-    return code, at, "GET", None, (), counted
 
 
 def _bare(raw: Raw) -> Click:
