@@ -184,8 +184,8 @@ def _click_pipeline(settings: Settings, engine: AsyncEngine
     if not settings.track_clicks:
         # No click rows, nothing classified: visits still count, per code, in memory.
         return VisitTally(store, interval=settings.visit_flush_interval), None, []
-    enrich: Callable[[Raw], Any]
-    enrich, closeables = click_enricher(settings)
+    enricher, closeables = click_enricher(settings)
+    enrich: Callable[[Raw], Any] = enricher
     sink: ClickSink | CaptureSink = store
     consumer = None
     capture = None
@@ -205,7 +205,7 @@ def _click_pipeline(settings: Settings, engine: AsyncEngine
     elif settings.clicks_writer_socket:
         from snip.adapters.click_writer import WriterClient
 
-        writer = WriterClient(settings.clicks_writer_socket, store, enrich)
+        writer = WriterClient(settings.clicks_writer_socket, store, enricher.captured)
         closeables.insert(0, writer)  # closed first: its last frames go before the rest
         sink, capture = writer, capture_request
         # Handing a batch on is cheap: do it soon, so a click waits for one batch age (the
@@ -261,7 +261,8 @@ def build_click_writer(settings: Settings) -> ClickWriter:
     enrich, closeables = click_enricher(settings)
     # Large batches (up to a second of clicks at 20k/s) in one transaction each: on SQLite the
     # index work per click falls by half (docs/performance.md, "Click recording cost").
-    recorder = ClickRecorder(store, enrich, batch_size=WRITER_BATCH,
+    # Its queue holds what the workers captured (`Captured`), classified as written.
+    recorder = ClickRecorder(store, enrich.captured, batch_size=WRITER_BATCH,
                              queue_size=max(settings.clicks_queue_size, 5 * WRITER_BATCH),
                              batch_age=settings.visit_flush_interval)
     metrics = None

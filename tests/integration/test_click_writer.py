@@ -139,7 +139,7 @@ async def test_forwarded_clicks_are_stored_once_classified_as_in_process(
     path = socket_path(tmp_path)
     listening = await asyncio.start_unix_server(writer.server.handle, path=path)
     code = await new_link(services, "through-the-writer")
-    client = WriterClient(path, SqlClickStore(services.engine), enricher)
+    client = WriterClient(path, SqlClickStore(services.engine), enricher.captured)
     recorder = worker(client, batch_size=20, batch_age=0.05)
     recorder.start()
     expected: Counter[tuple[Any, ...]] = Counter()
@@ -184,7 +184,7 @@ async def test_several_workers_share_one_writer(services: Snip, writer: ClickWri
     path = socket_path(tmp_path)
     listening = await asyncio.start_unix_server(writer.server.handle, path=path)
     code = await new_link(services, "shared-writer")
-    clients = [WriterClient(path, SqlClickStore(services.engine), enricher) for _ in range(3)]
+    clients = [WriterClient(path, SqlClickStore(services.engine), enricher.captured) for _ in range(3)]
     recorders = [worker(c, batch_size=25, batch_age=0.02) for c in clients]
     for recorder in recorders:
         recorder.start()
@@ -227,7 +227,7 @@ async def test_a_frame_cut_short_is_discarded_whole_and_the_writer_keeps_serving
     await until(lambda: stored_count(services, whole), 5)
 
     # The writer still takes other connections (a worker that connects afterwards).
-    client = WriterClient(path, SqlClickStore(services.engine), enricher)
+    client = WriterClient(path, SqlClickStore(services.engine), enricher.captured)
     recorder = worker(client, batch_size=10, batch_age=0.05)
     recorder.start()
     for _ in range(12):
@@ -273,7 +273,7 @@ async def test_without_a_writer_the_worker_writes_itself_then_returns_to_the_wri
         services: Snip, writer: ClickWriter, enricher: ClickEnricher, tmp_path: Path) -> None:
     path = socket_path(tmp_path)  # nothing listens here yet
     code = await new_link(services, "fallback")
-    client = WriterClient(path, SqlClickStore(services.engine), enricher)
+    client = WriterClient(path, SqlClickStore(services.engine), enricher.captured)
 
     first = [capture((code, time.time(), scope(referrer="https://b.example.net/p"), True))
              for _ in range(8)]
@@ -309,7 +309,7 @@ async def test_a_writer_that_goes_away_sends_the_worker_back_to_writing_itself(
     path = socket_path(tmp_path)
     listening = await asyncio.start_unix_server(writer.server.handle, path=path)
     code = await new_link(services, "gone")
-    client = WriterClient(path, SqlClickStore(services.engine), enricher)
+    client = WriterClient(path, SqlClickStore(services.engine), enricher.captured)
     assert await client.write([capture((code, time.time(), scope(), True))] * 4) == 4
     assert client.forwarded == 4
     await until(lambda: stored_count(services, code), 4)
@@ -349,7 +349,7 @@ def test_a_writer_killed_with_frames_unread_sends_the_worker_back_to_writing_its
                 accepted.append(writer)
 
             listening = await asyncio.start_unix_server(stalled, path=path)
-            client = WriterClient(path, SqlClickStore(snip.engine), ClickEnricher())
+            client = WriterClient(path, SqlClickStore(snip.engine), ClickEnricher().captured)
             assert await client.write([capture((code, time.time(), scope(), True))] * 2) == 2
             for _ in range(100):
                 if accepted:
@@ -415,7 +415,7 @@ async def test_a_writer_behind_stops_reading_and_the_worker_queue_takes_the_pres
     server = WriterServer(behind)
     listening = await asyncio.start_unix_server(server.handle, path=path)
     behind.start()
-    client = WriterClient(path, SqlClickStore(services.engine), enricher)
+    client = WriterClient(path, SqlClickStore(services.engine), enricher.captured)
     recorder = worker(client, queue_size=200, batch_size=50, batch_age=0.01)
     recorder.start()
     # Large requests (a 4 KiB user agent, cropped only when classified): a few frames fill the

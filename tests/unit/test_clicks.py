@@ -172,6 +172,11 @@ def test_a_capture_classifies_in_another_process_as_the_request_itself() -> None
     assert dataclasses.replace(there, id=here.id) == here
     assert (there.ip, there.bot_reason, there.referrer_host) == (
         "198.51.100.7", "prefetch", "news.example.com")
+    # The writer's own way, without a scope: the same click, with proxies and without.
+    for enricher in (enrich, ClickEnricher(), ClickEnricher(ip_tracking="off")):
+        direct, restored = enricher.captured(captured), enricher(restore(captured))
+        assert dataclasses.replace(direct, id=restored.id) == restored
+    assert ClickEnricher().captured(captured).ip == "203.0.113.0"  # the socket peer, /24
 
 
 def test_wire_form_round_trips() -> None:

@@ -32,11 +32,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from snip.service_layer.clicks import Captured, ClickRecorder, ClickSink, Raw, restore
+from snip.service_layer.clicks import Captured, ClickRecorder, ClickSink
 
 log = logging.getLogger(__name__)
 
 HEADER = 4
+CAPTURED_FIELDS = 6  # (code, time, method, client, headers, counted)
 MAX_FRAME = 64 * 1024 * 1024  # far above a batch (1,000 clicks of a few hundred bytes)
 RETRY_AFTER = 1.0  # seconds between tries to reach a writer that could not be reached
 SEND_TIMEOUT = 10.0  # seconds a batch may wait for a writer that is behind
@@ -58,7 +59,7 @@ class WriterClient:
     """`CaptureSink` for an HTTP worker: batches go to the click-writer process's socket;
     while it cannot be reached they are classified here and written to `fallback`."""
 
-    def __init__(self, path: str, fallback: ClickSink, enrich: Callable[[Raw], Any]) -> None:
+    def __init__(self, path: str, fallback: ClickSink, enrich: Callable[[Captured], Any]) -> None:
         self._path = path
         self._fallback = fallback
         self._enrich = enrich
@@ -107,7 +108,7 @@ class WriterClient:
             else:
                 self.forwarded += len(batch)
                 return len(batch)
-        clicks = [self._enrich(restore(item)) for item in batch]
+        clicks = [self._enrich(item) for item in batch]
         await self._fallback.write(clicks)
         self.fallback_written += len(clicks)
         return len(batch)
@@ -158,13 +159,15 @@ class WriterServer:
                 try:
                     # Only snip's own processes reach this socket (a 0700 directory).
                     items = marshal.loads(payload)  # noqa: S302
-                    raws = [restore(item) for item in items]
+                    if type(items) is not list or not all(
+                            type(i) is tuple and len(i) == CAPTURED_FIELDS for i in items):
+                        raise ValueError("not a list of captured clicks")
                 except (ValueError, TypeError, EOFError):
                     self.bad_frames += 1
                     log.error("discarded an unreadable click frame of %d bytes", size)
                     continue
                 self.frames += 1
-                recorder.accept(raws)
+                recorder.accept(items)
                 # Behind: stop reading, so the worker's socket fills and its own bounded queue
                 # takes the pressure (and counts drops) rather than this process's memory.
                 await recorder.room(high_water)

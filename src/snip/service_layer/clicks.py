@@ -24,6 +24,7 @@ from time import time
 from typing import Any, Protocol
 
 from snip.domain.clicks import (
+    Agent,
     Click,
     IpTracking,
     bot_reason,
@@ -97,22 +98,43 @@ class ClickEnricher:
         self._ip_tracking = ip_tracking
         self._client_of = client_of or _socket_peer
         self._country_of = country_of
+        self._ips: dict[str, str] = {}  # address -> as kept ("" for nothing)
 
     def __call__(self, raw: Raw) -> Click:
         code, at, scope, counted = raw
         user_agent = referrer = purpose = None
         for name, value in scope.get("headers", ()):
             if name == b"user-agent":
-                user_agent = value.decode("latin-1")
+                user_agent = value
             elif name == b"referer":
-                referrer = value.decode("latin-1")
+                referrer = value
             elif name == b"sec-purpose" or name == b"purpose":
-                purpose = value.decode("latin-1")
-        method = scope.get("method", "GET")
-        agent = classify_agent(user_agent)
-        reason = bot_reason(method, purpose, agent)
-        host, cropped = split_referrer(referrer)
-        address = self._client_of(scope)
+                purpose = value
+        return self._click(code, at, scope.get("method", "GET"), user_agent, referrer, purpose,
+                           self._client_of(scope), counted)
+
+    def captured(self, item: Captured) -> Click:
+        """`self(restore(item))`, without making a scope: the click-writer process's way."""
+        if self._client_of is not _socket_peer:  # trusted proxies: their headers decide
+            return self(restore(item))
+        code, at, method, client, headers, counted = item
+        user_agent = referrer = purpose = None
+        for name, value in headers:
+            if name == b"user-agent":
+                user_agent = value
+            elif name == b"referer":
+                referrer = value
+            elif name == b"sec-purpose" or name == b"purpose":
+                purpose = value
+        return self._click(code, at, method, user_agent, referrer, purpose,
+                           str(client[0]) if client else None, counted)
+
+    def _click(self, code: str, at: float, method: str, user_agent: bytes | None,
+               referrer: bytes | None, purpose: bytes | None, address: str | None,
+               counted: bool) -> Click:
+        agent_text, agent = _agent_of(user_agent)
+        reason = bot_reason(method, purpose.decode("latin-1") if purpose else None, agent)
+        host, cropped = _referrer_of(referrer)
         country = None
         if self._country_of is not None and address is not None:
             try:
@@ -121,11 +143,46 @@ class ClickEnricher:
                 log.exception("GeoIP lookup failed")
         return Click(
             id=new_click_id(), code=code, at=at, referrer_host=host, referrer=cropped,
-            user_agent=crop_agent(user_agent), browser=agent.browser, os=agent.os,
-            device=agent.device, is_bot=reason is not None, bot_reason=reason,
-            ip=tracked_ip(address, self._ip_tracking), country=country,
-            counted=counted and method == "GET",
+            user_agent=agent_text, browser=agent.browser, os=agent.os, device=agent.device,
+            is_bot=reason is not None, bot_reason=reason,
+            ip=self._ip_of(address), country=country, counted=counted and method == "GET",
         )
+
+    def _ip_of(self, address: str | None) -> str | None:
+        if address is None:
+            return None
+        found = self._ips.get(address)
+        if found is None:
+            if len(self._ips) >= CACHE_MAX:
+                self._ips.clear()
+            found = self._ips[address] = tracked_ip(address, self._ip_tracking) or ""
+        return found or None
+
+
+CACHE_MAX = 10_000  # distinct user agents, referrers, addresses remembered (then forgotten)
+_AGENTS: dict[bytes | None, tuple[str | None, Agent]] = {}
+_REFERRERS: dict[bytes | None, tuple[str | None, str | None]] = {}
+
+
+def _agent_of(user_agent: bytes | None) -> tuple[str | None, Agent]:
+    """(the agent cropped to its column, classified), cached by the header's bytes."""
+    found = _AGENTS.get(user_agent)
+    if found is None:
+        text = user_agent.decode("latin-1") if user_agent is not None else None
+        if len(_AGENTS) >= CACHE_MAX:
+            _AGENTS.clear()
+        found = _AGENTS[user_agent] = (crop_agent(text), classify_agent(text))
+    return found
+
+
+def _referrer_of(referrer: bytes | None) -> tuple[str | None, str | None]:
+    found = _REFERRERS.get(referrer)
+    if found is None:
+        if len(_REFERRERS) >= CACHE_MAX:
+            _REFERRERS.clear()
+        found = _REFERRERS[referrer] = split_referrer(
+            referrer.decode("latin-1") if referrer is not None else None)
+    return found
 
 
 def _socket_peer(scope: Scope) -> str | None:
@@ -161,7 +218,7 @@ def captured_at(item: Click | Captured) -> float:
 class ClickRecorder:
     """A bounded in-process queue of clicks and the task that writes them in batches."""
 
-    def __init__(self, sink: ClickSink | CaptureSink, enrich: Callable[[Raw], Any] | None = None, *,
+    def __init__(self, sink: ClickSink | CaptureSink, enrich: Callable[[Any], Any] | None = None, *,
                  queue_size: int = 50_000, batch_size: int = 500, batch_age: float = 1.0,
                  capture: Callable[[str, float, Scope, bool], Any] | None = None) -> None:
         """`enrich` turns what the redirect hands over into what `sink` takes (a `Click`),
@@ -176,7 +233,7 @@ class ClickRecorder:
         self._max = queue_size
         self._batch_size = batch_size
         self._batch_age = batch_age
-        self._queue: deque[Raw] = deque()
+        self._queue: deque[Any] = deque()  # Raw, or Captured (see __init__ and accept)
         self._retry: deque[list[Any]] = deque()  # batches whose write failed, oldest first
         self._held = 0  # clicks in `_retry`
         self._refusals = 0  # failed writes of the oldest batch (not "storage unavailable")
@@ -217,7 +274,7 @@ class ClickRecorder:
         if len(queue) == self._batch_size:
             self._wake.set()
 
-    def accept(self, raws: Sequence[Raw]) -> int:
+    def accept(self, raws: Sequence[Any]) -> int:
         """Queue clicks captured elsewhere (a click-writer process takes its HTTP workers'
         batches here); what a full queue cannot hold is counted in `dropped`. Returns how many
         were queued."""
@@ -348,7 +405,8 @@ class ClickRecorder:
         """Seconds until the oldest queued click has waited the batch age."""
         if not self._queue:
             return self._batch_age
-        return min(self._batch_age, max(0.01, self._queue[0][1] + self._batch_age - time()))
+        oldest: float = self._queue[0][1]
+        return min(self._batch_age, max(0.01, oldest + self._batch_age - time()))
 
     async def _run(self) -> None:
         failing = False
@@ -398,8 +456,8 @@ class ClickRecorder:
                 await asyncio.sleep(0.5 * (attempt + 1))
 
 
-def _bare(raw: Raw) -> Click:
-    code, at, _scope, counted = raw
+def _bare(raw: Raw | Captured) -> Click:
+    code, at, counted = raw[0], raw[1], raw[-1]
     return Click(id=new_click_id(), code=code, at=at, referrer_host=None, referrer=None,
                  user_agent=None, browser=None, os=None, device=None, is_bot=False,
                  bot_reason=None, ip=None, country=None, counted=counted)
