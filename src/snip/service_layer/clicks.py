@@ -43,7 +43,7 @@ Scope = dict[str, Any]
 Raw = tuple[str, float, Scope, bool]
 # A capture reduced to what classifying needs, in plain values (`marshal`-able) so that another
 # process can classify it: (code, time, method, socket peer, the headers below, counted).
-Captured = tuple[str, float, str, tuple[str, int] | None, tuple[tuple[bytes, bytes], ...], bool]
+Captured = tuple[str, float, str, tuple[str, int] | None, Sequence[tuple[bytes, bytes]], bool]
 # The request headers a click is made of: the agent, the referrer, prefetch hints, and the
 # proxy headers a trusted proxy sets (`snip.entrypoints.clients`). Nothing else leaves.
 CAPTURED_HEADERS = frozenset({b"user-agent", b"referer", b"sec-purpose", b"purpose",
@@ -195,10 +195,9 @@ def capture_request(code: str, at: float, scope: Scope, counted: bool) -> Captur
     no classifying), so the serving process does no more than this, and keeps no reference to
     the request (its scope) once it is answered."""
     wanted = CAPTURED_HEADERS
-    headers = tuple([(n, v) for n, v in scope.get("headers", ()) if n in wanted])
     client = scope.get("client")
-    return (code, at, scope.get("method", "GET"),
-            (str(client[0]), int(client[1])) if client else None, headers, counted)
+    return (code, at, scope.get("method", "GET"), client and (client[0], client[1]),
+            [header for header in scope.get("headers", ()) if header[0] in wanted], counted)
 
 
 def capture(raw: Raw) -> Captured:
