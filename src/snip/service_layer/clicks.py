@@ -16,10 +16,9 @@ Guarantees (kept from the visit counter this replaces):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from time import time
 from typing import Any, Protocol
 
@@ -35,6 +34,7 @@ from snip.domain.clicks import (
     tracked_ip,
 )
 from snip.domain.errors import StorageUnavailable
+from snip.service_layer.writing import keep_writing, write_all
 
 log = logging.getLogger(__name__)
 
@@ -102,31 +102,16 @@ class ClickEnricher:
 
     def __call__(self, raw: Raw) -> Click:
         code, at, scope, counted = raw
-        user_agent = referrer = purpose = None
-        for name, value in scope.get("headers", ()):
-            if name == b"user-agent":
-                user_agent = value
-            elif name == b"referer":
-                referrer = value
-            elif name == b"sec-purpose" or name == b"purpose":
-                purpose = value
-        return self._click(code, at, scope.get("method", "GET"), user_agent, referrer, purpose,
-                           self._client_of(scope), counted)
+        return self._click(code, at, scope.get("method", "GET"),
+                           *_click_headers(scope.get("headers", ())), self._client_of(scope),
+                           counted)
 
     def captured(self, item: Captured) -> Click:
         """`self(restore(item))`, without making a scope: the click-writer process's way."""
         if self._client_of is not _socket_peer:  # trusted proxies: their headers decide
             return self(restore(item))
         code, at, method, client, headers, counted = item
-        user_agent = referrer = purpose = None
-        for name, value in headers:
-            if name == b"user-agent":
-                user_agent = value
-            elif name == b"referer":
-                referrer = value
-            elif name == b"sec-purpose" or name == b"purpose":
-                purpose = value
-        return self._click(code, at, method, user_agent, referrer, purpose,
+        return self._click(code, at, method, *_click_headers(headers),
                            str(client[0]) if client else None, counted)
 
     def _click(self, code: str, at: float, method: str, user_agent: bytes | None,
@@ -157,6 +142,20 @@ class ClickEnricher:
                 self._ips.clear()
             found = self._ips[address] = tracked_ip(address, self._ip_tracking) or ""
         return found or None
+
+
+def _click_headers(headers: Iterable[tuple[bytes, bytes]]
+                   ) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """(User-Agent, Referer, Sec-Purpose or Purpose) of a request's headers, as sent."""
+    user_agent = referrer = purpose = None
+    for name, value in headers:
+        if name == b"user-agent":
+            user_agent = value
+        elif name == b"referer":
+            referrer = value
+        elif name == b"sec-purpose" or name == b"purpose":
+            purpose = value
+    return user_agent, referrer, purpose
 
 
 CACHE_MAX = 10_000  # distinct user agents, referrers, addresses remembered (then forgotten)
@@ -408,30 +407,10 @@ class ClickRecorder:
         return min(self._batch_age, max(0.01, oldest + self._batch_age - time()))
 
     async def _run(self) -> None:
-        failing = False
-        delay = self._batch_age
-        while True:
-            # A full batch wakes the writer early, except while storage is failing (back off).
-            event = self._stopping if failing else self._wake
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout=delay)
-            if self._stopping.is_set():
-                return
-            try:
-                await self._write_due()
-            except StorageUnavailable:
-                if not failing:  # one line per outage, not one per try
-                    log.warning("clicks cannot be written (storage unavailable); "
-                                "kept in memory, %d pending", self.pending)
-                failing = True
-            except Exception:
-                log.exception("click write failed; the batch is kept for the next try")
-                failing = True
-            else:
-                if failing:
-                    log.info("clicks written again after a failure")
-                failing = False
-            delay = min(delay * 2, 5.0) if failing else self._next_due()
+        # A full batch wakes the writer early, except while storage is failing (back off).
+        await keep_writing(self._write_due, what="clicks", pending=lambda: self.pending,
+                           stopping=self._stopping, wake=self._wake,
+                           next_delay=self._next_due, log=log)
 
     def start(self) -> None:
         if self._task is None:
@@ -444,15 +423,8 @@ class ClickRecorder:
             self._wake.set()
             await self._task  # a write in progress finishes (its transaction too)
             self._task = None
-        for attempt in range(tries):
-            try:
-                await self.flush()
-                return
-            except Exception:
-                if attempt == tries - 1:
-                    log.exception("%d clicks could not be written before exit", self.pending)
-                    raise
-                await asyncio.sleep(0.5 * (attempt + 1))
+        await write_all(self.flush, what="clicks", pending=lambda: self.pending, log=log,
+                        tries=tries)
 
 
 def _bare(raw: Raw | Captured) -> Click:

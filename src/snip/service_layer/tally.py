@@ -16,13 +16,12 @@ Guarantees (those of `ClickRecorder`, where they apply):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from time import time
 from typing import Any, Protocol
 
-from snip.domain.errors import StorageUnavailable
+from snip.service_layer.writing import keep_writing, write_all
 
 log = logging.getLogger(__name__)
 
@@ -119,29 +118,9 @@ class VisitTally:
                 self._writing_n, self._writing_since = 0, None
 
     async def _run(self) -> None:
-        failing = False
-        delay = self._interval
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-            if self._stopping.is_set():
-                return
-            try:
-                await self.flush()
-            except StorageUnavailable:
-                if not failing:  # one line per outage, not one per try
-                    log.warning("visits cannot be written (storage unavailable); "
-                                "kept in memory, %d pending", self.pending)
-                failing = True
-            except Exception:
-                log.exception("visit write failed; the counts are kept for the next try")
-                failing = True
-            else:
-                if failing:
-                    log.info("visits written again after a failure")
-                failing = False
-            delay = (min(delay * 2, max(MAX_BACKOFF, self._interval)) if failing
-                     else self._interval)
+        await keep_writing(self.flush, what="visits", pending=lambda: self.pending,
+                           stopping=self._stopping, next_delay=lambda: self._interval, log=log,
+                           max_backoff=max(MAX_BACKOFF, self._interval))
 
     def start(self) -> None:
         if self._task is None:
@@ -154,12 +133,5 @@ class VisitTally:
             self._stopping.set()
             await self._task  # a write in progress finishes (its transaction too)
             self._task = None
-        for attempt in range(tries):
-            try:
-                await self.flush()
-                return
-            except Exception:
-                if attempt == tries - 1:
-                    log.exception("%d visits could not be written before exit", self.pending)
-                    raise
-                await asyncio.sleep(0.5 * (attempt + 1))
+        await write_all(self.flush, what="visits", pending=lambda: self.pending, log=log,
+                        tries=tries)
