@@ -117,21 +117,18 @@ class ClickEnricher:
     def _click(self, code: str, at: float, method: str, user_agent: bytes | None,
                referrer: bytes | None, purpose: bytes | None, address: str | None,
                counted: bool) -> Click:
-        agent_text, agent = _agent_of(user_agent)
-        reason = bot_reason(method, purpose.decode("latin-1") if purpose else None, agent)
-        host, cropped = _referrer_of(referrer)
+        host, cropped, agent_text, browser, os_family, device, reason, get = _parts_of(
+            method, user_agent, referrer, purpose)
         country = None
         if self._country_of is not None and address is not None:
             try:
                 country = self._country_of(address)  # the full address, before anonymising
             except Exception:  # a corrupt database must not cost the click
                 log.exception("GeoIP lookup failed")
-        return Click(
-            id=new_click_id(), code=code, at=at, referrer_host=host, referrer=cropped,
-            user_agent=agent_text, browser=agent.browser, os=agent.os, device=agent.device,
-            is_bot=reason is not None, bot_reason=reason,
-            ip=self._ip_of(address), country=country, counted=counted and method == "GET",
-        )
+        # Positional, in Click's field order (a third cheaper than by keyword).
+        return Click(new_click_id(), code, at, host, cropped, agent_text, browser, os_family,
+                     device, reason is not None, reason, self._ip_of(address), country,
+                     counted and get)
 
     def _ip_of(self, address: str | None) -> str | None:
         if address is None:
@@ -161,6 +158,27 @@ def _click_headers(headers: Iterable[tuple[bytes, bytes]]
 CACHE_MAX = 10_000  # distinct user agents, referrers, addresses remembered (then forgotten)
 _AGENTS: dict[bytes | None, tuple[str | None, Agent]] = {}
 _REFERRERS: dict[bytes | None, tuple[str | None, str | None]] = {}
+
+
+_PARTS: dict[tuple[str, bytes | None, bytes | None, bytes | None], tuple[Any, ...]] = {}
+
+
+def _parts_of(method: str, user_agent: bytes | None, referrer: bytes | None,
+              purpose: bytes | None) -> tuple[Any, ...]:
+    """What a click's request headers make of it, cached by the headers' bytes: (referrer
+    host, referrer cropped, agent cropped, browser, OS, device, bot reason, is a GET). Clicks
+    come from a few agents and referrers, so the writer classifies each combination once."""
+    key = (method, user_agent, referrer, purpose)
+    found = _PARTS.get(key)
+    if found is None:
+        agent_text, agent = _agent_of(user_agent)
+        reason = bot_reason(method, purpose.decode("latin-1") if purpose else None, agent)
+        host, cropped = _referrer_of(referrer)
+        if len(_PARTS) >= CACHE_MAX:
+            _PARTS.clear()
+        found = _PARTS[key] = (host, cropped, agent_text, agent.browser, agent.os, agent.device,
+                               reason, method == "GET")
+    return found
 
 
 def _agent_of(user_agent: bytes | None) -> tuple[str | None, Agent]:

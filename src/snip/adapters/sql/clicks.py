@@ -11,10 +11,12 @@ does not serialise them; a link's visits are `links.visits` plus the sum of its 
 from __future__ import annotations
 
 import functools
+import math
 import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import func, select
@@ -103,7 +105,7 @@ class SqlClickStore:
         ts = _sqlite_time if self._ts_is_text else self._ts
         values: Iterable[Click] = by_id.values()
         if self._large:
-            values = sorted(values, key=_by_code_and_time)
+            values = sorted(values, key=_BY_CODE_AND_TIME)
         rows = [(c.id, c.code, ts(c.at), c.referrer_host, c.referrer,
                  c.user_agent, c.browser, c.os, c.device, int(c.is_bot), c.bot_reason, c.ip,
                  c.country) for c in values]
@@ -239,13 +241,15 @@ _SECONDS: dict[int, str] = {}
 
 def _sqlite_time(at: float) -> str:
     """`at` (seconds since the epoch) as SQLAlchemy stores a UTC DATETIME on SQLite:
-    `YYYY-MM-DD HH:MM:SS.ffffff`. The microseconds are those `datetime.fromtimestamp` rounds
-    to; the date and time to the second come from a small cache (clicks arrive in time order)."""
-    moment = datetime.fromtimestamp(at, UTC)
-    micro = moment.microsecond
-    second = int(at)
-    if micro == 0 and at - second > 0.5:  # rounded up into the next second
+    `YYYY-MM-DD HH:MM:SS.ffffff`. The microseconds are rounded as `datetime.fromtimestamp`
+    rounds them (half to even, carried into the next second); the date and time to the second
+    come from a small cache (clicks arrive in time order)."""
+    fraction, whole = math.modf(at)
+    second = int(whole)
+    micro = round(fraction * 1e6)
+    if micro >= 1_000_000:
         second += 1
+        micro -= 1_000_000
     prefix = _SECONDS.get(second)
     if prefix is None:
         if len(_SECONDS) >= 4096:
@@ -255,8 +259,7 @@ def _sqlite_time(at: float) -> str:
     return f"{prefix}.{micro:06d}"
 
 
-def _by_code_and_time(click: Click) -> tuple[str, float]:
-    return click.code, click.at
+_BY_CODE_AND_TIME = attrgetter("code", "at")
 
 
 def _counts(new: Iterable[Click]) -> list[tuple[str, int]]:
