@@ -107,6 +107,20 @@ def socket_path(tmp_path: Path) -> str:
     return str(tmp_path / "w.sock")
 
 
+async def listen(writer: ClickWriter, tmp_path: Path) -> tuple[str, asyncio.AbstractServer]:
+    """The writer's socket, served as `snip.entrypoints.click_writer` serves it."""
+    path = socket_path(tmp_path)
+    return path, await asyncio.start_unix_server(writer.server.handle, path=path)
+
+
+async def stop(listening: asyncio.AbstractServer, writer: ClickWriter) -> None:
+    """Stop as the writer process does: no new connections, every open one read to its end,
+    then what the writer still holds written."""
+    listening.close()
+    assert await writer.server.wait_closed(WAIT)
+    await writer.close()
+
+
 @pytest.fixture
 def enricher() -> ClickEnricher:
     """The in-process enricher with snip's defaults (anonymised addresses, socket peer)."""
@@ -136,8 +150,7 @@ def worker(client: WriterClient, **sizes: Any) -> ClickRecorder:
 
 async def test_forwarded_clicks_are_stored_once_classified_as_in_process(
         services: Snip, writer: ClickWriter, enricher: ClickEnricher, tmp_path: Path) -> None:
-    path = socket_path(tmp_path)
-    listening = await asyncio.start_unix_server(writer.server.handle, path=path)
+    path, listening = await listen(writer, tmp_path)
     code = await new_link(services, "through-the-writer")
     client = WriterClient(path, SqlClickStore(services.engine), enricher.captured)
     recorder = worker(client, batch_size=20, batch_age=0.05)
@@ -157,9 +170,7 @@ async def test_forwarded_clicks_are_stored_once_classified_as_in_process(
 
     await until(lambda: stored_count(services, code), total)
     await client.close()
-    listening.close()
-    assert await writer.server.wait_closed(WAIT)
-    await writer.close()  # writes anything still held (nothing: all stored already)
+    await stop(listening, writer)
 
     rows = await stored(services, code)
     assert len(rows) == total
@@ -181,8 +192,7 @@ async def test_forwarded_clicks_are_stored_once_classified_as_in_process(
 
 async def test_several_workers_share_one_writer(services: Snip, writer: ClickWriter,
                                                 enricher: ClickEnricher, tmp_path: Path) -> None:
-    path = socket_path(tmp_path)
-    listening = await asyncio.start_unix_server(writer.server.handle, path=path)
+    path, listening = await listen(writer, tmp_path)
     code = await new_link(services, "shared-writer")
     clients = [WriterClient(path, SqlClickStore(services.engine), enricher.captured) for _ in range(3)]
     recorders = [worker(c, batch_size=25, batch_age=0.02) for c in clients]
@@ -198,9 +208,7 @@ async def test_several_workers_share_one_writer(services: Snip, writer: ClickWri
     await until(lambda: stored_count(services, code), 300)
     for c in clients:
         await c.close()
-    listening.close()
-    assert await writer.server.wait_closed(WAIT)
-    await writer.close()
+    await stop(listening, writer)
     assert await stored_count(services, code) == 300
     assert (await services.links.get(code)).visits == 300
 
@@ -210,8 +218,7 @@ async def test_several_workers_share_one_writer(services: Snip, writer: ClickWri
 
 async def test_a_frame_cut_short_is_discarded_whole_and_the_writer_keeps_serving(
         services: Snip, writer: ClickWriter, enricher: ClickEnricher, tmp_path: Path) -> None:
-    path = socket_path(tmp_path)
-    listening = await asyncio.start_unix_server(writer.server.handle, path=path)
+    path, listening = await listen(writer, tmp_path)
     whole = await new_link(services, "whole")
     cut = await new_link(services, "cut")
 
@@ -236,9 +243,7 @@ async def test_a_frame_cut_short_is_discarded_whole_and_the_writer_keeps_serving
     assert (client.forwarded, client.fallback_written) == (12, 0)
     await until(lambda: stored_count(services, whole), 17)
     await client.close()
-    listening.close()
-    assert await writer.server.wait_closed(WAIT)
-    await writer.close()
+    await stop(listening, writer)
 
     assert await stored_count(services, cut) == 0  # nothing of the frame cut short
     assert (await services.links.get(cut)).visits == 0
@@ -250,8 +255,7 @@ async def test_a_frame_cut_short_is_discarded_whole_and_the_writer_keeps_serving
 
 async def test_an_unreadable_frame_is_skipped_and_the_next_one_read(
         services: Snip, writer: ClickWriter, tmp_path: Path) -> None:
-    path = socket_path(tmp_path)
-    listening = await asyncio.start_unix_server(writer.server.handle, path=path)
+    path, listening = await listen(writer, tmp_path)
     code = await new_link(services, "after-garbage")
     _reader, stream = await asyncio.open_unix_connection(path)
     garbage = b"\xff not marshal"
@@ -294,9 +298,7 @@ async def test_without_a_writer_the_worker_writes_itself_then_returns_to_the_wri
     await until(lambda: stored_count(services, code), 13)
     assert writer.server.frames == 1
     await client.close()
-    listening.close()
-    assert await writer.server.wait_closed(WAIT)
-    await writer.close()
+    await stop(listening, writer)
 
     rows = await stored(services, code)
     assert len(rows) == 13 and len({r["id"] for r in rows}) == 13
@@ -306,8 +308,7 @@ async def test_without_a_writer_the_worker_writes_itself_then_returns_to_the_wri
 
 async def test_a_writer_that_goes_away_sends_the_worker_back_to_writing_itself(
         services: Snip, writer: ClickWriter, enricher: ClickEnricher, tmp_path: Path) -> None:
-    path = socket_path(tmp_path)
-    listening = await asyncio.start_unix_server(writer.server.handle, path=path)
+    path, listening = await listen(writer, tmp_path)
     code = await new_link(services, "gone")
     client = WriterClient(path, SqlClickStore(services.engine), enricher.captured)
     assert await client.write([capture((code, time.time(), scope(), True))] * 4) == 4
