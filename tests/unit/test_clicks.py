@@ -179,6 +179,34 @@ def test_a_capture_classifies_in_another_process_as_the_request_itself() -> None
     assert ClickEnricher().captured(captured).ip == "203.0.113.0"  # the socket peer, /24
 
 
+def test_requests_from_one_browser_send_its_headers_once_a_frame() -> None:
+    """A worker holds its captures until a batch leaves, then sends them as one frame: equal
+    headers are kept once, so the frame carries a user agent once, not once per click, and the
+    requests' own header objects are not held."""
+    from snip.adapters.click_writer import frame
+    from snip.service_layer import clicks
+
+    def request(i: int) -> dict[str, object]:  # new objects per request, as a server makes
+        return {**scope("GET", (b"host", b"s.example"),
+                        (b"user-agent", bytes(bytearray(CHROME_WINDOWS.encode()))),
+                        (b"referer", bytes(bytearray(b"https://news.example.com/a"))),
+                        (b"accept", b"*/*")), "client": ("203.0.113.9", 5000 + i)}
+
+    captured = [capture(("abc", float(i), request(i), True)) for i in range(500)]
+    assert all(c[4] == [(b"user-agent", CHROME_WINDOWS.encode()),
+                        (b"referer", b"https://news.example.com/a")] for c in captured)
+    sent = frame(captured)
+    assert sent.count(CHROME_WINDOWS.encode()) == 1
+    assert len(sent) < 100 * len(captured)  # about 45 bytes a click; 220 with each header sent
+    assert [ClickEnricher().captured(c).browser for c in marshal.loads(sent[4:])] == [
+        "Chrome"] * 500
+    # Headers that differ per client (a proxy's X-Forwarded-For) do not grow the table for ever.
+    for i in range(clicks.CACHE_MAX + 10):
+        capture(("abc", 1.0, scope("GET", (b"x-forwarded-for", f"198.51.{i // 256}.{i % 256}"
+                                           .encode())), True))
+    assert len(clicks._SEEN_HEADERS) <= clicks.CACHE_MAX
+
+
 def test_wire_form_round_trips() -> None:
     click = ClickEnricher(ip_tracking="full")(("abc", 2.5, scope(
         "GET", (b"user-agent", CHROME_WINDOWS.encode())), False))
