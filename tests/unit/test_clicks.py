@@ -195,6 +195,7 @@ def test_requests_from_one_browser_send_its_headers_once_a_frame() -> None:
     captured = [capture(("abc", float(i), request(i), True)) for i in range(500)]
     assert all(c[4] == [(b"user-agent", CHROME_WINDOWS.encode()),
                         (b"referer", b"https://news.example.com/a")] for c in captured)
+    assert all(c[4][0] is captured[0][4][0] for c in captured)  # the first request's pair
     sent = frame(captured)
     assert sent.count(CHROME_WINDOWS.encode()) == 1
     assert len(sent) < 100 * len(captured)  # about 45 bytes a click; 220 with each header sent
