@@ -3,12 +3,20 @@
     .venv/bin/python bench/sqlite_click_index.py [--rows 100000] [--batch 500]
     .venv/bin/python bench/sqlite_click_index.py --batch 20000 --sorted --cache-kib 65536
         (the click-writer process's way: large batches sorted by (code, time), a 64 MiB cache)
+    .venv/bin/python bench/sqlite_click_index.py --batch 20000 --sorted --cache-kib 65536 \
+        --prefill 1000000 --pragma page_size=1024
+        (a table that already holds a million clicks; a SQLite setting tried on top)
 
 Plain `sqlite3` (no snip code), the `clicks` table of migration 0004 in WAL mode with
 `synchronous=NORMAL`, rows inserted in batches of `--batch` in one transaction each
 (`executemany ... ON CONFLICT (id) DO NOTHING`), times increasing as in real traffic. For each
 index set and for clicks on one link or spread over 10,000 links, two consecutive rounds of
 `--rows` rows: CPU µs per row, excluding the time to build the rows. Prints a Markdown table.
+`--prefill` rows are written the same way, untimed, before the first round. The last layout,
+"clustered", is not snip's schema: the table itself ordered by (code, id) (`WITHOUT ROWID`, no
+other index), one B-tree per click instead of four, to show what that layout would cost.
+`--pragma NAME=VALUE` (repeatable) sets a SQLite setting on each fresh database before anything
+else (`page_size`, `mmap_size`, `wal_autocheckpoint`, ...).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -35,6 +44,7 @@ SCHEMA = (
 INSERT = ("INSERT INTO clicks (id, code, ts, referrer_host, referrer, user_agent, browser, os, "
           "device, is_bot, bot_reason, ip, country) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
           "ON CONFLICT (id) DO NOTHING")
+CLUSTERED = SCHEMA.replace("PRIMARY KEY (id))", "PRIMARY KEY (code, id)) WITHOUT ROWID")
 CODE_TS = "CREATE INDEX ix_clicks_code_ts ON clicks (code, ts)"
 TS = "CREATE INDEX ix_clicks_ts ON clicks (ts)"
 UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -54,18 +64,29 @@ def rows(n: int, clock: list[datetime], spread: bool) -> list[tuple[object, ...]
 
 
 def measure(path: Path, indexes: list[str], spread: bool, total: int, batch: int,
-            sort: bool = False, cache_kib: int | None = None, rounds: int = 2) -> list[float]:
+            sort: bool = False, cache_kib: int | None = None, rounds: int = 2,
+            prefill: int = 0, pragmas: Sequence[str] = (), schema: str = SCHEMA) -> list[float]:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     db = sqlite3.connect(path, isolation_level=None)
+    for pragma in pragmas:  # first: page_size only takes on an empty database
+        db.execute(f"PRAGMA {pragma}")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     if cache_kib:
         db.execute(f"PRAGMA cache_size=-{cache_kib}")
-    db.execute(SCHEMA)
+    db.execute(schema)
     for statement in indexes:
         db.execute(statement)
     clock = [datetime(2026, 11, 21, tzinfo=UTC)]
+    insert = INSERT if schema == SCHEMA else INSERT.replace("(id) DO", "(code, id) DO")
+    for _ in range(prefill // batch):
+        batch_rows = rows(batch, clock, spread)
+        if sort:
+            batch_rows.sort(key=lambda row: (row[1], row[2]))
+        db.execute("BEGIN")
+        db.executemany(insert, batch_rows)
+        db.execute("COMMIT")
     results = []
     for _round in range(rounds):
         building = 0.0
@@ -77,7 +98,7 @@ def measure(path: Path, indexes: list[str], spread: bool, total: int, batch: int
                 batch_rows.sort(key=lambda row: (row[1], row[2]))
             building += time.process_time() - t
             db.execute("BEGIN")
-            db.executemany(INSERT, batch_rows)
+            db.executemany(insert, batch_rows)
             db.execute("COMMIT")
         results.append((time.process_time() - start - building) / total * 1e6)
     db.close()
@@ -93,6 +114,10 @@ def main() -> None:
     parser.add_argument("--cache-kib", type=int, default=None,
                         help="PRAGMA cache_size in KiB (default: SQLite's, 2 MiB)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--prefill", type=int, default=0,
+                        help="rows written, untimed, before the first round")
+    parser.add_argument("--pragma", action="append", default=[], metavar="NAME=VALUE",
+                        help="a SQLite setting for each fresh database (repeatable)")
     args = parser.parse_args()
     print(f"`{' '.join([Path(sys.executable).name, *sys.argv])}`, "
           f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, SQLite {sqlite3.sqlite_version}, "
@@ -102,12 +127,14 @@ def main() -> None:
     print("|---|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "clicks.db"
-        for name, indexes in (("primary key only", []), ("+ (ts)", [TS]),
-                              ("+ (code, ts)", [CODE_TS]), ("both (the schema)", [CODE_TS, TS])):
+        for name, schema, indexes in (
+                ("primary key only", SCHEMA, []), ("+ (ts)", SCHEMA, [TS]),
+                ("+ (code, ts)", SCHEMA, [CODE_TS]), ("both (the schema)", SCHEMA, [CODE_TS, TS]),
+                ("clustered: (code, id) WITHOUT ROWID", CLUSTERED, [])):
             cells = []
             for spread in (False, True):
                 costs = measure(path, indexes, spread, args.rows, args.batch, args.sorted,
-                                args.cache_kib, args.rounds)
+                                args.cache_kib, args.rounds, args.prefill, args.pragma, schema)
                 cells.append(" → ".join(f"{c:.1f}" for c in costs))
             print(f"| {name} | {cells[0]} | {cells[1]} |")
 
