@@ -63,6 +63,15 @@ def rows(n: int, clock: list[datetime], spread: bool) -> list[tuple[object, ...]
     return out
 
 
+def batch_rows(n: int, clock: list[datetime], spread: bool, sort: bool
+               ) -> list[tuple[object, ...]]:
+    """`rows`, sorted by (code, time) if `sort`, as the click-writer process sorts a batch."""
+    out = rows(n, clock, spread)
+    if sort:
+        out.sort(key=lambda row: (row[1], row[2]))
+    return out
+
+
 def measure(path: Path, indexes: list[str], spread: bool, total: int, batch: int,
             sort: bool = False, cache_kib: int | None = None, rounds: int = 2,
             prefill: int = 0, pragmas: Sequence[str] = (), schema: str = SCHEMA) -> list[float]:
@@ -81,11 +90,8 @@ def measure(path: Path, indexes: list[str], spread: bool, total: int, batch: int
     clock = [datetime(2026, 11, 21, tzinfo=UTC)]
     insert = INSERT if schema == SCHEMA else INSERT.replace("(id) DO", "(code, id) DO")
     for _ in range(prefill // batch):
-        batch_rows = rows(batch, clock, spread)
-        if sort:
-            batch_rows.sort(key=lambda row: (row[1], row[2]))
         db.execute("BEGIN")
-        db.executemany(insert, batch_rows)
+        db.executemany(insert, batch_rows(batch, clock, spread, sort))
         db.execute("COMMIT")
     results = []
     for _round in range(rounds):
@@ -93,12 +99,10 @@ def measure(path: Path, indexes: list[str], spread: bool, total: int, batch: int
         start = time.process_time()
         for _ in range(total // batch):
             t = time.process_time()
-            batch_rows = rows(batch, clock, spread)
-            if sort:
-                batch_rows.sort(key=lambda row: (row[1], row[2]))
+            made = batch_rows(batch, clock, spread, sort)
             building += time.process_time() - t
             db.execute("BEGIN")
-            db.executemany(insert, batch_rows)
+            db.executemany(insert, made)
             db.execute("COMMIT")
         results.append((time.process_time() - start - building) / total * 1e6)
     db.close()
