@@ -217,7 +217,7 @@ def _click_pipeline(settings: Settings, engine: AsyncEngine
 
 
 FORWARD_AGE = 0.1  # seconds a worker holds captured clicks before handing them to the writer
-WRITER_BATCH = 20_000  # clicks per transaction in the click-writer process, at most
+WRITER_BATCH = 100_000  # clicks per transaction in the click-writer process, at most
 
 
 @dataclass
@@ -249,7 +249,9 @@ class ClickWriter:
         await self.engine.dispose()
 
 
-def build_click_writer(settings: Settings) -> ClickWriter:
+def build_click_writer(settings: Settings, *, batch_size: int = WRITER_BATCH) -> ClickWriter:
+    """The click-writer process's parts; `batch_size`: clicks per transaction, at most (another
+    value only for bench/clicks)."""
     from snip.adapters.click_writer import WriterServer
     from snip.adapters.sql.clicks import SqlClickStore
 
@@ -259,11 +261,15 @@ def build_click_writer(settings: Settings) -> ClickWriter:
                          pool_timeout=settings.db_pool_timeout)
     store = SqlClickStore(engine, shards=settings.clicks_counter_shards, large_batches=True)
     enrich, closeables = click_enricher(settings)
-    # Large batches (up to a second of clicks at 20k/s) in one transaction each: on SQLite the
-    # index work per click falls by half (docs/performance.md, "Click recording cost").
-    # Its queue holds what the workers captured (`Captured`), classified as written.
-    recorder = ClickRecorder(store, enrich.captured, batch_size=WRITER_BATCH,
-                             queue_size=max(settings.clicks_queue_size, 5 * WRITER_BATCH),
+    # Large batches in one transaction each: on SQLite the index work per click falls by half
+    # (docs/performance.md, "Click recording cost"). A batch is what arrived in one batch age
+    # (SNIP_VISIT_FLUSH_INTERVAL), so a writer that keeps up writes about a second of clicks at
+    # a time; one that falls behind (a write takes longer than the age, as on a large table)
+    # takes all that waited, up to `batch_size`, and pays less per click, so it catches up.
+    # Its queue holds what the workers captured (`Captured`), classified as written; the
+    # socket handler stops reading at half of it, so a batch can reach `batch_size`.
+    recorder = ClickRecorder(store, enrich.captured, batch_size=batch_size,
+                             queue_size=max(settings.clicks_queue_size, 2 * batch_size),
                              batch_age=settings.visit_flush_interval)
     metrics = None
     if settings.metrics_enabled and settings.metrics_dir:  # the workers' scrapes merge it in
