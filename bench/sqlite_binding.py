@@ -44,6 +44,11 @@ def insert_us(db: sqlite3.Connection, rows: list[tuple[object, ...]]) -> float:
     return (time.process_time() - start) / len(rows) * 1e6
 
 
+def cell(values: list[float]) -> str:
+    """Median (min–max)."""
+    return f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rows", type=int, default=200_000)
@@ -69,10 +74,6 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     for load in loads:
         plain, adapted = times[(load, "no adapter")], times[(load, "adapter for None")]
-
-        def cell(values: list[float]) -> str:
-            return f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f})"
-
         saved = [a - b for a, b in zip(plain, adapted, strict=True)]  # round by round
         print(f"| {load} | {cell(plain)} | {cell(adapted)} | {cell(saved)} |")
 
