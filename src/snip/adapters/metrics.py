@@ -244,7 +244,8 @@ class SnipMetrics:
         self.redis_up = r.gauge("snip_redis_up", "1 if Redis answered the last check",
                                 merge="local")
         self.clicks_queue = r.gauge("snip_clicks_queue_depth",
-                                    "Clicks counted in memory, not yet written")
+                                    "Clicks captured, not yet written (with click "
+                                    "recording off: visits counted, not yet written)")
         self.clicks_written = r.counter("snip_clicks_written_total", "Clicks written to storage")
         self.clicks_dropped = r.counter("snip_clicks_dropped_total",
                                         "Clicks dropped (a full queue)")
