@@ -22,22 +22,25 @@ Prints the medians (min–max) with the command and the date.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.machinery
+import importlib.util
 import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 LOOP = """import os, time
 os.sched_setaffinity(0, {0})
@@ -69,18 +72,19 @@ while True:
 }
 
 
-def burner(name: str | None, tmp: Path) -> subprocess.Popen[bytes] | None:
-    """The named burner, started at niceness 10 on CPU 1 (None: CPU 1 left alone)."""
+@contextlib.contextmanager
+def burning(name: str | None, tmp: Path) -> Iterator[None]:
+    """The named burner running at niceness 10 on CPU 1 for the block (None: CPU 1 left
+    alone)."""
     if name is None:
-        return None
+        yield
+        return
     proc = subprocess.Popen(["taskset", "-c", "1", "nice", "-n", "10", sys.executable, "-c",
                              BURNERS[name], str(tmp / "burn.db")])
-    time.sleep(0.3)
-    return proc
-
-
-def stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is not None:
+    try:
+        time.sleep(0.3)
+        yield
+    finally:
         proc.kill()
         proc.wait()
 
@@ -96,12 +100,9 @@ def loop_test(rounds: int, tmp: Path) -> list[str]:
     for _ in range(rounds):
         random.shuffle(conditions)
         for cond in conditions:
-            proc = burner(cond, tmp)
-            try:
+            with burning(cond, tmp):
                 out = subprocess.run([sys.executable, "-c", LOOP], capture_output=True,
                                      text=True, check=True).stdout
-            finally:
-                stop(proc)
             work[cond].append(float(out))
     base = statistics.median(work[None])
     return ["| CPU 1 | loop's work per CPU-second on CPU 0, relative to CPU 1 idle |",
@@ -109,61 +110,33 @@ def loop_test(rounds: int, tmp: Path) -> list[str]:
             *[f"| {c or 'idle'} | {spread(work[c], base)} |" for c in (None, "spin", "mem64")]]
 
 
-def process_tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(p.name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo += children.get(pid, [])
-    return out
-
-
-def cpu_ticks(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total
+def redirect_bench() -> ModuleType:
+    """bench/redirect as a module: its snip server (start, readiness, CPU of the serving
+    process tree, stop) serves here too."""
+    loader = importlib.machinery.SourceFileLoader("bench_redirect", str(ROOT / "bench" / "redirect"))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[loader.name] = module  # its dataclasses look their module up there
+    loader.exec_module(module)
+    return module
 
 
 def server_test(rounds: int, tmp: Path) -> list[str]:
     if shutil.which("wrk") is None:
         raise SystemExit("--server needs wrk (apt-get install wrk)")
-    port = 18000 + random.randrange(2000)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SNIP_")}
-    env.update(SNIP_DATABASE_URL=f"sqlite:///{tmp}/snip.db", SNIP_LOG_LEVEL="warning",
-               SNIP_BASE_URL=f"http://127.0.0.1:{port}", SNIP_TRACK_CLICKS="false")
-    snip = Path(sys.executable).parent / "snip"
-    with open(tmp / "server.log", "wb") as log:
-        srv = subprocess.Popen(["taskset", "-c", "0", str(snip), "serve", "--host", "127.0.0.1",
-                                "--port", str(port), "--workers", "1"], env=env,
-                               start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    rb = redirect_bench()
+    port = rb.free_port()
+    srv = rb.snip_server("granian", port, f"sqlite:///{tmp}/snip.db", tmp, "0",
+                         rb.Variant("off", {"SNIP_TRACK_CLICKS": "false"}))
+    srv.start()
     try:
-        for _ in range(150):
-            try:
-                urllib.request.urlopen(f"{base}/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise SystemExit(f"snip did not answer; see {tmp / 'server.log'}")
+        srv.wait_ready("/healthz", lambda st: st == 200)
+        base = f"http://127.0.0.1:{port}"
         req = urllib.request.Request(f"{base}/shorten", data=b'{"url": "https://example.com/a"}',
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=5) as resp:
             url = f"{base}/r/{json.load(resp)['code']}"
-        pids = process_tree(srv.pid)
         wrk = ["taskset", "-c", "1", "wrk", "-t1", "-c200"]
         subprocess.run([*wrk, "-d3s", url], capture_output=True, check=True)  # warm-up
         conditions: list[str | None] = [None, "spin", "mem64", "sqlite"]
@@ -172,20 +145,16 @@ def server_test(rounds: int, tmp: Path) -> list[str]:
         for _ in range(rounds):
             random.shuffle(conditions)
             for cond in conditions:
-                proc = burner(cond, tmp)
-                try:
-                    t0 = cpu_ticks(pids)
+                with burning(cond, tmp):
+                    t0, _ = srv.cpu_ticks()
                     out = subprocess.run([*wrk, "-d5s", url], capture_output=True, text=True,
                                          check=True).stdout
-                    t1 = cpu_ticks(pids)
-                finally:
-                    stop(proc)
+                    t1, _ = srv.cpu_ticks()
                 n = int(next(ln for ln in out.splitlines() if "requests in" in ln).split()[0])
-                us[cond].append((t1 - t0) / CLK_TCK / n * 1e6)
+                us[cond].append((t1 - t0) / rb.CLK_TCK / n * 1e6)
                 rps[cond].append(n / 5)
     finally:
-        os.killpg(srv.pid, signal.SIGTERM)
-        srv.wait(timeout=30)
+        srv.stop()
     return ["| CPU 1 (besides wrk) | server CPU, µs/redirect | requests/s |",
             "|---|---:|---:|",
             *[f"| {c or 'nothing'} | {spread(us[c], spec='.1f')} | {spread(rps[c], spec=',.0f')} |"
@@ -198,7 +167,7 @@ def main() -> None:
     ap.add_argument("--server", action="store_true", help="also time snip serve under wrk")
     ap.add_argument("--server-rounds", type=int, default=6)
     a = ap.parse_args()
-    if os.cpu_count() is None or len(os.sched_getaffinity(0)) < 2:
+    if not {0, 1} <= os.sched_getaffinity(0):
         raise SystemExit("needs CPUs 0 and 1")
     with tempfile.TemporaryDirectory(prefix="snip-interference-") as d:
         tmp = Path(d)
